@@ -1,0 +1,56 @@
+// Command lodis is the lodis web service suite: the socket-activated worker
+// (serve) and its tools. Each subcommand lives in its own package.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/worker"
+)
+
+type command struct {
+	run  func(args []string, stderr io.Writer) int
+	help string
+}
+
+var commands = map[string]command{
+	"serve":   {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
+	"version": {version, "print version, commit, Go version and binary sha256"},
+}
+
+var order = []string{"serve", "version"}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "lodis: unknown command %q (run 'lodis help')\n", args[0])
+		return 2
+	}
+	return c.run(args[1:], stderr)
+}
+
+func version(args []string, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "lodis version: unexpected argument %q\n", args[0])
+		return 2
+	}
+	fmt.Print(buildinfo.String())
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: lodis COMMAND [flags]\n\ncommands:")
+	for _, n := range order {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].help)
+	}
+	fmt.Fprintln(w, "\nrun 'lodis COMMAND -h' for a command's flags")
+}

@@ -1,0 +1,59 @@
+// Package buildinfo tells which lodis binary is running: the version and commit
+// stamped at link time, the Go version, and the SHA-256 of the executable file.
+package buildinfo
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+)
+
+// Version is the release version, set at link time with
+// -ldflags "-X github.com/lodis/lodis/internal/buildinfo.Version=1.2.3".
+// It is "dev" in an unstamped build.
+var Version = "dev"
+
+// Commit is the source commit, set at link time like Version; "unknown" when unset.
+var Commit = "unknown"
+
+var sum = sync.OnceValues(func() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find executable: %w", err)
+	}
+	return FileSHA256(exe)
+})
+
+// SHA256 returns the hex SHA-256 of the running executable. It is computed once,
+// on first use (a few milliseconds for a typical binary), and cached.
+func SHA256() (string, error) { return sum() }
+
+// FileSHA256 returns the hex SHA-256 of the file at path.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("hash binary: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash binary %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// GoVersion is the Go toolchain that built this binary.
+func GoVersion() string { return runtime.Version() }
+
+// String is the multi-line text `lodis version` prints.
+func String() string {
+	s, err := SHA256()
+	if err != nil {
+		s = "unavailable (" + err.Error() + ")"
+	}
+	return fmt.Sprintf("lodis %s\ncommit: %s\ngo: %s\nsha256: %s\n", Version, Commit, GoVersion(), s)
+}
