@@ -1,0 +1,134 @@
+// Command lodis-machine boots a throwaway real systemd with lodis installed,
+// for `make demo`: it enables lodis on a range of ports, shows their state,
+// and stays up until Ctrl-C or SIGTERM (make demo-stop), then throws the
+// machine away.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lodis/lodis/test/machine"
+)
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] != "demo" {
+		fmt.Fprintln(os.Stderr, "usage: lodis-machine demo [--ports 8080-8089] [--state DIR]")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	ports := fs.String("ports", "8080-8089", "port range to enable, FIRST-LAST")
+	state := fs.String("state", ".demo", "directory for the pid file and the console log")
+	fs.Parse(os.Args[2:])
+	if err := demo(*ports, *state); err != nil {
+		fmt.Fprintln(os.Stderr, "lodis-machine:", err)
+		os.Exit(1)
+	}
+}
+
+func parseRange(s string) ([]int, error) {
+	a, b, ok := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi || hi-lo > 99 {
+		return nil, fmt.Errorf("bad --ports %q: want FIRST-LAST, e.g. 8080-8089 (at most 100 ports)", s)
+	}
+	var out []int
+	for p := lo; p <= hi; p++ {
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func demo(portRange, state string) error {
+	ports, err := parseRange(portRange)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(state, "pid")); err == nil {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && syscall.Kill(pid, 0) == nil {
+			return fmt.Errorf("a demo is already running (pid %d): stop it with 'make demo-stop'", pid)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logf, err := os.Create(filepath.Join(state, "console.log"))
+	if err != nil {
+		return fmt.Errorf("console log: %w", err)
+	}
+	defer logf.Close()
+	fmt.Println("booting a throwaway systemd (console: " + logf.Name() + ")…")
+	m, err := machine.Boot(ctx, machine.Options{Name: "lodis-demo", Log: logf})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Println("\nhalting the demo machine…")
+		m.Close()
+		os.Remove(filepath.Join(state, "pid"))
+		fmt.Println("done: everything written inside is gone")
+	}()
+	os.WriteFile(filepath.Join(state, "pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	repo, err := machine.RepoRoot()
+	if err != nil {
+		return err
+	}
+	if err := m.InstallLodis(ctx, repo); err != nil {
+		return err
+	}
+	var units []string
+	for _, p := range ports {
+		units = append(units, fmt.Sprintf("lodis@%d.socket", p))
+	}
+	if _, err := m.Systemctl(ctx, append([]string{"enable", "--now"}, units...)...); err != nil {
+		return err
+	}
+	if _, err := m.Output(ctx, "systemctl", "cat", "lodis-supervisor.service"); err == nil {
+		m.Systemctl(ctx, "enable", "--now", "lodis-supervisor.service")
+	}
+	show := func() {
+		fmt.Printf("\n%-6s %-28s %-24s %s\n", "PORT", "SOCKET", "WORKER", "PID")
+		for _, p := range ports {
+			svc := fmt.Sprintf("lodis@%d.service", p)
+			fmt.Printf("%-6d %-28s %-24s %s\n", p, m.State(ctx, fmt.Sprintf("lodis@%d.socket", p)),
+				m.State(ctx, svc), m.Prop(ctx, svc, "MainPID"))
+		}
+	}
+	show()
+	mid := ports[len(ports)/2]
+	fmt.Printf("\nno worker runs yet; a request to port %d starts one:\n$ curl -s http://127.0.0.1:%d/__/health\n", mid, mid)
+	var body string
+	err = machine.WaitFor(ctx, 5*time.Second, func() (bool, string) {
+		var h map[string]any
+		if err := machine.GetJSON(ctx, fmt.Sprintf("http://127.0.0.1:%d/__/health", mid), &h); err != nil {
+			return false, err.Error()
+		}
+		body = fmt.Sprintf("answered by worker pid %v, version %v", h["pid"], h["version"])
+		return true, ""
+	})
+	if err != nil {
+		return fmt.Errorf("port %d did not answer: %w", mid, err)
+	}
+	fmt.Println(body)
+	show()
+	fmt.Printf(`
+The demo machine is up (a real systemd, PID 1 of a container sharing this host's network).
+  curl http://127.0.0.1:%d/          any of the ports answers; idle workers exit after 30 s
+  nsenter -t %d -a systemctl list-units 'lodis*'     look inside
+  nsenter -t %d -a journalctl -u 'lodis@*' -f
+Stop it with Ctrl-C here, or 'make demo-stop' from another shell.
+`, ports[0], m.Leader, m.Leader)
+	<-ctx.Done()
+	return nil
+}
