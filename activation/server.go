@@ -169,9 +169,51 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	if s.draining.Load() {
 		w.Header().Set("Connection", "close")
+		s.Handler.ServeHTTP(w, r)
+		return
 	}
-	s.Handler.ServeHTTP(w, r)
+	// The drain may begin while this request is in flight: decide at the
+	// moment the header goes out.
+	s.Handler.ServeHTTP(&drainWriter{ResponseWriter: w, draining: &s.draining}, r)
 }
+
+// drainWriter adds "Connection: close" to a response whose header is written
+// after a drain has begun.
+type drainWriter struct {
+	http.ResponseWriter
+	draining    *atomic.Bool
+	wroteHeader bool
+}
+
+func (d *drainWriter) WriteHeader(code int) {
+	if !d.wroteHeader {
+		d.wroteHeader = true
+		if d.draining.Load() {
+			d.ResponseWriter.Header().Set("Connection", "close")
+		}
+	}
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d *drainWriter) Write(b []byte) (int, error) {
+	if !d.wroteHeader {
+		d.WriteHeader(http.StatusOK)
+	}
+	return d.ResponseWriter.Write(b)
+}
+
+// Flush implements http.Flusher when the underlying writer does.
+func (d *drainWriter) Flush() {
+	if !d.wroteHeader {
+		d.WriteHeader(http.StatusOK)
+	}
+	if f, ok := d.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (d *drainWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	s.mu.Lock()
