@@ -39,13 +39,23 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test-unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/)
+TESTSUM = bin/testsum -state bin/testsum.json
 
-test-integration: build
-	$(GO) test -count=1 -timeout 30m ./test/...
+bin/testsum: test/cmd/testsum/main.go
+	@mkdir -p bin
+	$(GO) build -o $@ ./test/cmd/testsum
 
-test: deps lint test-unit test-integration
+test-unit: bin/testsum
+	set -o pipefail; $(GO) test -json -race -count=1 $$($(GO) list ./... | grep -v /test/) | $(TESTSUM)
+
+test-integration: build bin/testsum
+	set -o pipefail; $(GO) test -json -count=1 -timeout 30m ./test/... | $(TESTSUM)
+
+test: deps lint
+	@rm -f bin/testsum.json
+	@status=0; $(MAKE) --no-print-directory test-unit || status=1; \
+	  $(MAKE) --no-print-directory test-integration || status=1; \
+	  $(TESTSUM) -total; exit $$status
 
 install: bin/lodis
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LIBDIR)/tmpfiles.d $(DESTDIR)$(LIBDIR)/sysusers.d
