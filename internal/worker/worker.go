@@ -136,10 +136,12 @@ func Run(ctx context.Context, cfg *Config, ls []net.Listener, activated bool, lo
 	h.stats = func() (int64, uint64) { st := srv.Stats(); return st.OpenConns, st.Requests }
 	h.hang.Store(cfg.TestHangHealth)
 	srv.Handler = h.mux()
-	sum, _ := buildinfo.SHA256()
+	// Hash the binary in the background: /__/health needs it, the first
+	// response after activation must not wait for it.
+	go buildinfo.SHA256()
 	plog := log.WithField("port", h.port)
 	srv.Log = plog
-	plog.WithFields(logrus.Fields{"version": buildinfo.Version, "sha256": short(sum), "pid": os.Getpid(),
+	plog.WithFields(logrus.Fields{"version": buildinfo.Version, "pid": os.Getpid(),
 		"idle_timeout": cfg.IdleTimeout, "socket_activated": activated}).Info("lodis worker starting")
 	if cfg.ChaosAbortRate > 0 {
 		plog.WithField("rate", cfg.ChaosAbortRate).Warn("CHAOS MODE: this worker aborts at random each second (-chaos-abort-rate)")
@@ -169,11 +171,4 @@ func chaos(ctx context.Context, p float64, log logrus.FieldLogger) {
 			}
 		}
 	}
-}
-
-func short(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
 }
