@@ -1,0 +1,56 @@
+package worker
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/lodis/lodis/internal/buildinfo"
+)
+
+// discardWriter is the cheapest http.ResponseWriter: it keeps the header map
+// and counts the body bytes, so a benchmark measures the handler only.
+type discardWriter struct {
+	h http.Header
+	n int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) { w.n += len(b); return len(b), nil }
+func (w *discardWriter) WriteHeader(int)             {}
+
+// BenchmarkHandlers measures each endpoint through the worker's mux, as a
+// request reaches it: routing, the snapshot of counters and build
+// information, and the encoding of the body. /__/health is the one the
+// supervisor and the upgrade roll-out poll.
+func BenchmarkHandlers(b *testing.B) {
+	buildinfo.SHA256() // hashed once per process; keep it out of the loop
+	mux := testHandlers().mux()
+	for _, path := range []string{"/__/health", "/__/info", "/__/time", "/"} {
+		b.Run(path, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			w := &discardWriter{h: make(http.Header)}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				w.n = 0
+				mux.ServeHTTP(w, req)
+			}
+			if w.n == 0 {
+				b.Fatalf("%s wrote no body", path)
+			}
+			b.SetBytes(int64(w.n))
+		})
+	}
+}
+
+// BenchmarkHealthSnapshot measures the health data alone, without routing
+// or JSON: what a status line or an in-process check would pay.
+func BenchmarkHealthSnapshot(b *testing.B) {
+	buildinfo.SHA256()
+	h := testHandlers()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = h.snapshot()
+	}
+}
