@@ -78,7 +78,8 @@ type Result struct {
 	// runs or asking for other percentiles.
 	Latency *hdrhistogram.Histogram
 
-	// Timeline has one Bucket per Interval from Start to the end of Duration.
+	// Timeline has one Bucket per Interval from Start to the end of
+	// Duration, or to the last request when Count or ctx ended the run first.
 	Timeline []Bucket
 }
 
@@ -209,8 +210,14 @@ func (r *recorder) result(m mode, o Options, start time.Time) *Result {
 		Canceled: r.canceled,
 		Max:      r.max,
 		Latency:  r.all,
-		Timeline: make([]Bucket, len(r.buckets)),
 	}
+	// Buckets past the last request (the run ended on Count or ctx) are
+	// dropped: they would read as a quiet stretch that never happened.
+	n := len(r.buckets)
+	for n > 0 && r.buckets[n-1].sent == 0 {
+		n--
+	}
+	res.Timeline = make([]Bucket, n)
 	if m == modeRate {
 		res.Rate = o.Rate
 	}
@@ -225,7 +232,7 @@ func (r *recorder) result(m mode, o Options, start time.Time) *Result {
 	res.P90 = res.Percentile(90)
 	res.P99 = res.Percentile(99)
 	res.Mean = time.Duration(r.all.Mean() * float64(time.Microsecond))
-	for i, b := range r.buckets {
+	for i, b := range r.buckets[:n] {
 		tb := Bucket{Start: time.Duration(i) * r.interval, Sent: b.sent, OK: b.ok, Failed: b.failed}
 		if b.h != nil {
 			tb.P50 = time.Duration(b.h.ValueAtPercentile(50)) * time.Microsecond
