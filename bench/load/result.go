@@ -75,12 +75,55 @@ type Result struct {
 	Mean          time.Duration // mean latency of OK requests
 
 	// Latency holds every OK request's latency in microseconds, for merging
-	// runs or asking for other percentiles.
-	Latency *hdrhistogram.Histogram
+	// runs or asking for other percentiles. It is not marshalled to JSON.
+	Latency *hdrhistogram.Histogram `json:"-"`
 
 	// Timeline has one Bucket per Interval from Start to the end of
 	// Duration, or to the last request when Count or ctx ended the run first.
 	Timeline []Bucket
+
+	slots []*hdrhistogram.Histogram // per Timeline bucket, nil where no OK
+}
+
+// Summary describes the requests of part of a run.
+type Summary struct {
+	From, To      time.Duration // the part, from Result.Start, on bucket boundaries
+	Total         int           // requests due (Run) or sent (Max) in it
+	OK            int           // of those, answered with a 2xx status
+	Failed        int           // of those, failed
+	P50, P99, Max time.Duration // latency of the OK ones, to 2 significant digits; 0 when OK is 0
+}
+
+// Between summarizes the requests due (Run) or sent (Max) from offset from to
+// offset to, widened to whole Timeline buckets: from is rounded down and to
+// up to a multiple of Interval. Use it for an upgrade window, or for the
+// steady state before it.
+func (r *Result) Between(from, to time.Duration) Summary {
+	if r.Interval <= 0 {
+		return Summary{}
+	}
+	first := max(int(from/r.Interval), 0)
+	last := min(int((to+r.Interval-1)/r.Interval), len(r.Timeline))
+	s := Summary{From: time.Duration(first) * r.Interval, To: time.Duration(max(last, first)) * r.Interval}
+	var h *hdrhistogram.Histogram
+	for i := first; i < last; i++ {
+		b := r.Timeline[i]
+		s.Total += b.Sent
+		s.OK += b.OK
+		s.Failed += b.Failed
+		if i < len(r.slots) && r.slots[i] != nil {
+			if h == nil {
+				h = hdrhistogram.New(histLowest, r.slots[i].HighestTrackableValue(), slotDigits)
+			}
+			h.Merge(r.slots[i])
+		}
+	}
+	if h != nil {
+		s.P50 = time.Duration(h.ValueAtPercentile(50)) * time.Microsecond
+		s.P99 = time.Duration(h.ValueAtPercentile(99)) * time.Microsecond
+		s.Max = time.Duration(h.Max()) * time.Microsecond
+	}
+	return s
 }
 
 // Percentile returns the latency of OK requests at percentile p (0 to 100).
@@ -218,6 +261,7 @@ func (r *recorder) result(m mode, o Options, start time.Time) *Result {
 		n--
 	}
 	res.Timeline = make([]Bucket, n)
+	res.slots = make([]*hdrhistogram.Histogram, n)
 	if m == modeRate {
 		res.Rate = o.Rate
 	}
@@ -235,6 +279,7 @@ func (r *recorder) result(m mode, o Options, start time.Time) *Result {
 	for i, b := range r.buckets[:n] {
 		tb := Bucket{Start: time.Duration(i) * r.interval, Sent: b.sent, OK: b.ok, Failed: b.failed}
 		if b.h != nil {
+			res.slots[i] = b.h
 			tb.P50 = time.Duration(b.h.ValueAtPercentile(50)) * time.Microsecond
 			tb.P99 = time.Duration(b.h.ValueAtPercentile(99)) * time.Microsecond
 		}

@@ -60,6 +60,34 @@ func TestPercentiles(t *testing.T) {
 	}
 }
 
+func TestBetween(t *testing.T) {
+	r := newRecorder(100*time.Millisecond, time.Second, 5*time.Second)
+	for i := 1; i <= 1000; i++ {
+		r.record(outcome{at: time.Duration(i%10) * 100 * time.Millisecond, latency: time.Duration(i) * time.Millisecond})
+	}
+	r.record(outcome{at: 350 * time.Millisecond, class: ClassReset})
+	res := r.result(modeRate, Options{Rate: 1000}, time.Now())
+	// Buckets 3 and 4 hold 3, 4, 13, 14, … 993, 994 ms: 200 values whose
+	// 100th is 494 and 198th is 984; plus one failure.
+	s := res.Between(310*time.Millisecond, 450*time.Millisecond)
+	if s.From != 300*time.Millisecond || s.To != 500*time.Millisecond {
+		t.Errorf("window %v–%v, want 300ms–500ms", s.From, s.To)
+	}
+	if s.Total != 201 || s.OK != 200 || s.Failed != 1 {
+		t.Errorf("total %d ok %d failed %d, want 201/200/1", s.Total, s.OK, s.Failed)
+	}
+	if !near(s.P50, 494*time.Millisecond, 0.01) || !near(s.P99, 984*time.Millisecond, 0.01) || !near(s.Max, 994*time.Millisecond, 0.01) {
+		t.Errorf("p50 %v p99 %v max %v, want 494ms, 984ms, 994ms", s.P50, s.P99, s.Max)
+	}
+	all := res.Between(0, time.Hour)
+	if all.Total != res.Total || all.OK != res.OK || !near(all.P99, res.P99, 0.01) {
+		t.Errorf("whole run %+v, want totals %d/%d and p99 %v", all, res.Total, res.OK, res.P99)
+	}
+	if none := res.Between(2*time.Second, 3*time.Second); none.Total != 0 || none.P99 != 0 {
+		t.Errorf("past the end: %+v", none)
+	}
+}
+
 func TestEmptyResult(t *testing.T) {
 	res := newRecorder(DefaultInterval, time.Second, time.Second).result(modeMax, Options{}, time.Now())
 	if res.P50 != 0 || res.P99 != 0 || res.Max != 0 || res.Mean != 0 || res.SuccessRatio != 0 || res.AchievedRate != 0 {
