@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/upgrade"
 	"github.com/lodis/lodis/internal/worker"
 )
 
@@ -17,11 +18,17 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":   {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
-	"version": {version, "print version, commit, Go version and binary sha256"},
+	"serve":    {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
+	"version":  {version, "print version, commit, Go version and binary sha256"},
+	"selftest": {worker.Selftest, "serve /__/health on a loopback port, check it, exit 0 (upgrade validation)"},
+	"upgrade":  {upgrade.Main, "validate the binary dropped in /var/lib/lodis/incoming and roll it out"},
+	"releases": {upgrade.Releases, "list releases: active, previous, rejected with reasons"},
+	"rollback": {upgrade.Rollback, "return every running port to the previous release"},
+	"keygen":   {upgrade.Keygen, "make an ed25519 key pair for signing releases"},
+	"sign":     {upgrade.Sign, "write the detached signature (lodis.sig) of a binary"},
 }
 
-var order = []string{"serve", "version"}
+var order = []string{"serve", "version", "selftest", "upgrade", "releases", "rollback", "keygen", "sign"}
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -29,6 +36,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		return 0
+	}
+	if buildinfo.TestFault == buildinfo.FaultExitAtStart {
+		fmt.Fprintln(stderr, "lodis: test fault exit-at-start: exiting at once")
+		return 3
 	}
 	c, ok := commands[args[0]]
 	if !ok {

@@ -57,3 +57,20 @@ func String() string {
 	}
 	return fmt.Sprintf("lodis %s\ncommit: %s\ngo: %s\nsha256: %s\n", Version, Commit, GoVersion(), s)
 }
+
+// TestFault makes this binary misbehave on purpose, for the upgrade tests only.
+// It is set at link time with
+// -ldflags "-X github.com/lodis/lodis/internal/buildinfo.TestFault=NAME"; the
+// Makefile and the packages never set it, so a release build has none. Names:
+//
+//	exit-at-start    every command exits with status 3 before doing anything
+//	selftest-fails   `lodis selftest` reports a failure and exits 1
+//	serve-unhealthy  a socket-activated `lodis serve` answers /__/health with 503
+var TestFault = ""
+
+// Test faults understood by lodis; see TestFault.
+const (
+	FaultExitAtStart    = "exit-at-start"
+	FaultSelftestFails  = "selftest-fails"
+	FaultServeUnhealthy = "serve-unhealthy"
+)

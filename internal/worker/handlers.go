@@ -100,6 +100,12 @@ func (h *handlers) health(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // test hook: behave like a hung worker
 		return
 	}
+	if h.activated && buildinfo.TestFault == buildinfo.FaultServeUnhealthy {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, `{"status":"unhealthy","reason":"test fault serve-unhealthy"}`)
+		return
+	}
 	writeJSON(w, h.snapshot())
 }
 

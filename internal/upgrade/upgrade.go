@@ -1,0 +1,322 @@
+// Package upgrade is lodis's release commands: `lodis upgrade` (take the
+// binary dropped in incoming/, validate it, roll it out), `lodis releases`,
+// `lodis rollback`, `lodis keygen` and `lodis sign`.
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/lodis/lodis/internal/logging"
+	"github.com/lodis/lodis/release"
+	"github.com/lodis/lodis/rollout"
+)
+
+// Config is what `lodis upgrade` and `lodis rollback` are told by their flags.
+type Config struct {
+	Root          string        // release store; default /var/lib/lodis
+	Settle        time.Duration // a drop must stay unchanged this long
+	MaxWait       time.Duration // give up on a drop still being written after this
+	PublicKey     string        // ed25519 key file; signatures required when it exists
+	Sandbox       string        // "systemd" or "none"
+	CheckTimeout  time.Duration // bound on each sandboxed run of the candidate
+	CanarySoak    time.Duration
+	HealthTimeout time.Duration
+	LogLevel      string
+	LogFormat     string
+	To            string // rollback only: release to return to (sha256 prefix)
+}
+
+func newFlags(name string, c *Config, rollback bool) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.Root, "root", release.DefaultRoot, "release store directory")
+	fs.DurationVar(&c.CanarySoak, "canary-soak", 5*time.Second, "watch the first restarted worker this long before moving the others")
+	fs.DurationVar(&c.HealthTimeout, "health-timeout", 15*time.Second, "a restarted worker must report the new release within this")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
+	if rollback {
+		fs.StringVar(&c.To, "to", "", "release to return to (sha256 or a unique prefix); default: the previous release")
+		return fs
+	}
+	fs.DurationVar(&c.Settle, "settle", time.Second, "a drop must be closed by every writer and unchanged this long before it is taken")
+	fs.DurationVar(&c.MaxWait, "max-wait", 5*time.Minute, "reject a drop still being written after this long")
+	fs.StringVar(&c.PublicKey, "public-key", release.DefaultPublicKey, "ed25519 public key; when the file exists every drop needs a valid lodis.sig (\"\" = never)")
+	fs.StringVar(&c.Sandbox, "sandbox", "systemd", "run the candidate's version and selftest under: systemd (systemd-run with the worker's hardening) or none")
+	fs.DurationVar(&c.CheckTimeout, "check-timeout", 10*time.Second, "bound on each run of the candidate during validation")
+	return fs
+}
+
+// parse parses args; it returns a non-nil exit code when the command must end.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) *int {
+	code := 0
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintf(stderr, "usage: %s [flags]\n", fs.Name())
+			fs.PrintDefaults()
+			return &code
+		}
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		code = 2
+		return &code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		code = 2
+		return &code
+	}
+	return nil
+}
+
+func (c *Config) check() error {
+	switch {
+	case c.Root == "":
+		return errors.New("bad -root: empty")
+	case c.Sandbox != "" && c.Sandbox != "systemd" && c.Sandbox != "none":
+		return fmt.Errorf("bad -sandbox %q: want systemd or none", c.Sandbox)
+	case c.Settle < 0:
+		return fmt.Errorf("bad -settle %v: must not be negative", c.Settle)
+	case c.CanarySoak < 0:
+		return fmt.Errorf("bad -canary-soak %v: must not be negative", c.CanarySoak)
+	case c.CheckTimeout < 0 || c.HealthTimeout < 0 || c.MaxWait < 0:
+		return errors.New("bad timeout: must not be negative")
+	}
+	return nil
+}
+
+// Outcome is what became of one drop.
+type Outcome string
+
+// Outcomes of a drop.
+const (
+	Activated  Outcome = "activated"   // rolled out: every running worker is on it
+	Same       Outcome = "same"        // identical to the active release: nothing to do
+	Superseded Outcome = "superseded"  // valid, but a newer drop arrived meanwhile
+	Rejected   Outcome = "rejected"    // refused by validation, moved to rejected/
+	RolledBack Outcome = "rolled-back" // failed during its roll-out, rolled back
+)
+
+// Main is `lodis upgrade`. It takes the upgrade lock (one upgrade at a time;
+// a second run waits), imports the installed binary as release one if need
+// be, finishes a roll-out an earlier run left unfinished, and then takes
+// drops from incoming/ until none is left: each is waited for until complete,
+// validated, and either rolled out or rejected. A drop that arrives while
+// another is validated supersedes it (newest wins). The exit status is 0 when
+// the last drop was rolled out, was the active release already, or there was
+// none; 1 when it was rejected or rolled back.
+func Main(args []string, stderr io.Writer) int {
+	var cfg Config
+	fs := newFlags("lodis upgrade", &cfg, false)
+	if code := parse(fs, args, stderr); code != nil {
+		return *code
+	}
+	if err := cfg.check(); err != nil {
+		fmt.Fprintf(stderr, "lodis upgrade: %v\n", err)
+		return 2
+	}
+	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "lodis upgrade: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	u := &Upgrader{Config: cfg, Log: log}
+	last, err := u.Run(ctx)
+	if err != nil {
+		log.WithError(err).Error("upgrade failed")
+		return 1
+	}
+	if last == Rejected || last == RolledBack {
+		return 1
+	}
+	return 0
+}
+
+// Upgrader is one run of `lodis upgrade`.
+type Upgrader struct {
+	Config
+	Log *logrus.Logger
+	// Ops acts on systemd during roll-outs; default: rollout.DialSystemd on first use.
+	Ops rollout.Ops
+
+	store  *release.Store
+	intake *release.Intake
+	valid  *release.Validator
+	closer func()
+}
+
+// Run processes every pending drop and returns the outcome of the last one
+// ("" when there was none).
+func (u *Upgrader) Run(ctx context.Context) (Outcome, error) {
+	u.store = release.NewStore(u.Root)
+	u.intake = &release.Intake{Dir: u.store.IncomingDir(), Settle: u.Settle, MaxWait: u.MaxWait, Log: u.Log}
+	key, err := release.LoadPublicKey(u.PublicKey)
+	if err != nil {
+		return "", err
+	}
+	var sb release.Sandbox = &release.SystemdRun{}
+	if u.Sandbox == "none" {
+		sb = release.Direct{}
+	}
+	u.valid = &release.Validator{PublicKey: key, KeyPath: u.PublicKey, Sandbox: sb, Timeout: u.CheckTimeout}
+	defer func() {
+		if u.closer != nil {
+			u.closer()
+		}
+	}()
+
+	unlock, err := u.store.LockUpgrades(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := u.store.ImportInstalled(); err != nil {
+		return "", err
+	}
+	if err := u.resume(ctx); err != nil {
+		return "", err
+	}
+	var last Outcome
+	for n := 0; ; n++ {
+		d, takeErr := u.intake.Next(ctx)
+		if d == nil && takeErr == nil {
+			if n == 0 {
+				u.Log.WithField("dir", u.store.IncomingDir()).Info("no drop in incoming: nothing to do")
+			}
+			return last, nil
+		}
+		if d == nil {
+			return last, takeErr
+		}
+		last = u.process(ctx, d, takeErr)
+		if ctx.Err() != nil {
+			return last, ctx.Err()
+		}
+	}
+}
+
+// resume finishes a roll-out that an interrupted run left behind.
+func (u *Upgrader) resume(ctx context.Context) error {
+	fsStore := &rollout.FileStore{Path: filepath.Join(u.Root, "rollout.json")}
+	st, err := fsStore.Load()
+	if err != nil || st == nil || st.Phase.Finished() {
+		return err
+	}
+	u.Log.WithFields(logrus.Fields{"rollout": st.ID, "phase": st.Phase}).Warn("an interrupted roll-out is pending: taking it up first")
+	err = u.runRollout(ctx, st)
+	var rb *rollout.RolledBackError
+	if errors.As(err, &rb) {
+		return nil
+	}
+	return err
+}
+
+func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) Outcome {
+	log := u.Log.WithFields(logrus.Fields{"size": d.Info.Size(), "waited": d.Waited.Round(time.Millisecond)})
+	if takeErr != nil {
+		return u.reject(log, d, nil, "", takeErr)
+	}
+	if err := release.CheckFile(d.Path); err != nil {
+		return u.reject(log, d, nil, "", err)
+	}
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return u.reject(log, d, nil, "", err)
+	}
+	c, err := u.store.Stage(f)
+	f.Close()
+	if err != nil {
+		return u.reject(log, d, nil, "", fmt.Errorf("could not be copied into the store: %w", err))
+	}
+	log = log.WithField("sha256", c.SHA256[:12])
+	active, _, err := u.store.Active()
+	if err != nil {
+		return u.reject(log, d, c, "", err)
+	}
+	if c.SHA256 == active {
+		log.Info("the drop is the active release already: nothing to do")
+		u.store.Discard(c)
+		d.Remove()
+		return Same
+	}
+	if r, _ := u.store.Release(c.SHA256); r != nil && r.Rejected != "" {
+		return u.reject(log, d, c, r.Version, fmt.Errorf("rejected before, after a failed roll-out: %s", r.Rejected))
+	}
+	log.Info("validating the drop")
+	rep, err := u.valid.Validate(ctx, c, d.Sig)
+	if err != nil {
+		var inv *release.Invalid
+		if !errors.As(err, &inv) {
+			err = fmt.Errorf("validation could not run: %w", err)
+		}
+		return u.reject(log, d, c, "", err)
+	}
+	log = log.WithField("version", rep.Version)
+	if err := u.store.Commit(c, rep.Version, "incoming"); err != nil {
+		return u.reject(log, d, c, rep.Version, err)
+	}
+	d.Remove()
+	log.WithField("selftest", rep.Selftest).Info("drop accepted")
+	if u.intake.Pending() {
+		log.Info("a newer drop arrived meanwhile: it supersedes this one (kept in the store, not rolled out)")
+		return Superseded
+	}
+	from, _ := u.store.Release(active)
+	st := rollout.NewState(rollout.KindUpgrade, active, c.SHA256, time.Now())
+	st.ToVersion = rep.Version
+	if from != nil {
+		st.FromVersion = from.Version
+	}
+	err = u.runRollout(ctx, st)
+	var rb *rollout.RolledBackError
+	switch {
+	case errors.As(err, &rb):
+		return RolledBack
+	case err != nil:
+		log.WithError(err).Error("roll-out interrupted")
+		return RolledBack
+	}
+	return Activated
+}
+
+func (u *Upgrader) reject(log logrus.FieldLogger, d *release.Drop, c *release.Candidate, version string, why error) Outcome {
+	sha := ""
+	if c != nil {
+		sha = c.SHA256
+		u.store.Discard(c)
+	}
+	path, err := u.store.Reject(d.Path, d.SigPath, sha, version, why.Error())
+	if err != nil {
+		log.WithError(err).Error("could not move the rejected drop")
+	}
+	log.WithFields(logrus.Fields{"reason": why.Error(), "moved_to": path}).Warn("drop rejected; nothing switched")
+	return Rejected
+}
+
+// runRollout drives st to its end here, in this process.
+func (u *Upgrader) runRollout(ctx context.Context, st *rollout.State) error {
+	if u.Ops == nil {
+		s, err := rollout.DialSystemd()
+		if err != nil {
+			return err
+		}
+		u.Ops, u.closer = s, s.Close
+	}
+	r := &rollout.Runner{
+		Ops: u.Ops, Releases: u.store, Persist: &rollout.FileStore{Path: filepath.Join(u.Root, "rollout.json")},
+		CanarySoak: u.CanarySoak, HealthTimeout: u.HealthTimeout, Log: u.Log,
+	}
+	return r.Run(ctx, st)
+}
