@@ -92,11 +92,11 @@ type state struct {
 const maxRejections = 200
 
 // Paths.
-func (s *Store) releasesDir() string    { return filepath.Join(s.Root, "releases") }
-func (s *Store) currentLink() string    { return filepath.Join(s.Root, "current") }
-func (s *Store) stateFile() string      { return filepath.Join(s.Root, "releases.json") }
-func (s *Store) rejectedDir() string    { return filepath.Join(s.Root, "rejected") }
-func (s *Store) IncomingDir() string    { return filepath.Join(s.Root, "incoming") }
+func (s *Store) releasesDir() string { return filepath.Join(s.Root, "releases") }
+func (s *Store) currentLink() string { return filepath.Join(s.Root, "current") }
+func (s *Store) stateFile() string   { return filepath.Join(s.Root, "releases.json") }
+func (s *Store) rejectedDir() string { return filepath.Join(s.Root, "rejected") }
+func (s *Store) IncomingDir() string { return filepath.Join(s.Root, "incoming") }
 func (s *Store) releasePath(sha string) string {
 	return filepath.Join(s.releasesDir(), sha, BinaryName)
 }

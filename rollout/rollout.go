@@ -91,8 +91,8 @@ type State struct {
 // NewState plans a roll-out of kind from release from to release to.
 func NewState(kind, from, to string, now time.Time) *State {
 	return &State{
-		ID:      now.UTC().Format("20060102T150405Z") + "-" + short(to),
-		Kind:    kind, From: from, To: to, Phase: PhasePending,
+		ID:   now.UTC().Format("20060102T150405Z") + "-" + short(to),
+		Kind: kind, From: from, To: to, Phase: PhasePending,
 		Units: []string{}, Moved: []string{}, Started: now.UTC(), Updated: now.UTC(), Events: []Event{},
 	}
 }
