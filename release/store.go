@@ -347,9 +347,21 @@ func (s *Store) Reject(path, sigPath, sha, version, reason string) (string, erro
 }
 
 // MarkRejected refuses an accepted release after the fact (a roll-out that
-// failed its health checks): it stays in the store, so nothing that may still
-// run it disappears, but it is listed as rejected and never rolled out again.
+// failed its health checks): unless it is the active release, its directory
+// moves from releases/ to rejected/<time>-<sha12>/ with a reason file (a
+// worker still running it is unaffected: the file stays open), and it is
+// recorded so that the same binary dropped again is refused at once.
 func (s *Store) MarkRejected(sha, reason string) error {
+	path := s.releasePath(sha)
+	if active, _, err := s.Active(); err == nil && active != sha && s.Has(sha) {
+		now := s.Now().UTC()
+		dir := filepath.Join(s.rejectedDir(), now.Format("20060102T150405.000000000Z")+"-"+short(sha))
+		if err := os.MkdirAll(s.rejectedDir(), 0o750); err == nil && os.Rename(filepath.Dir(path), dir) == nil {
+			os.Chmod(dir, 0o750)
+			path = filepath.Join(dir, BinaryName)
+			os.WriteFile(filepath.Join(dir, "reason"), []byte(reason+"\n"), 0o640)
+		}
+	}
 	return s.update(func(st *state) error {
 		r := st.Releases[sha]
 		if r == nil {
@@ -358,7 +370,7 @@ func (s *Store) MarkRejected(sha, reason string) error {
 		}
 		r.Rejected = reason
 		st.addRejection(Rejection{SHA256: sha, Version: r.Version, Stage: "rollout", Reason: reason,
-			Time: s.Now().UTC(), Path: s.releasePath(sha)})
+			Time: s.Now().UTC(), Path: path})
 		if st.Previous == sha {
 			st.Previous = ""
 		}

@@ -228,8 +228,8 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 	if takeErr != nil {
 		return u.reject(log, d, nil, "", takeErr)
 	}
-	if err := release.CheckFile(d.Path); err != nil {
-		return u.reject(log, d, nil, "", err)
+	if !d.Info.Mode().IsRegular() {
+		return u.reject(log, d, nil, "", release.CheckFile(d.Path))
 	}
 	f, err := os.Open(d.Path)
 	if err != nil {
@@ -241,6 +241,9 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 		return u.reject(log, d, nil, "", fmt.Errorf("could not be copied into the store: %w", err))
 	}
 	log = log.WithField("sha256", c.SHA256[:12])
+	if err := release.CheckFile(d.Path); err != nil {
+		return u.reject(log, d, c, "", err)
+	}
 	active, _, err := u.store.Active()
 	if err != nil {
 		return u.reject(log, d, c, "", err)
