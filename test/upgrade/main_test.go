@@ -1,0 +1,202 @@
+// Package upgrade tests lodis upgrades against a real systemd: binaries
+// dropped in /var/lib/lodis/incoming are validated, rejected with a reason or
+// rolled out one worker at a time, with nothing lost. Ports 18300-18399.
+package upgrade
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/testbin"
+	upg "github.com/lodis/lodis/internal/upgrade"
+	"github.com/lodis/lodis/rollout"
+	"github.com/lodis/lodis/test/machine"
+)
+
+// Ports: 18300-18309 run workers for the roll-out tests.
+const firstPort, nPorts = 18300, 10
+
+var (
+	m    *machine.Machine
+	bins = map[string]string{} // name → path on the host
+)
+
+func TestMain(tm *testing.M) {
+	code, err := run(tm)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test/upgrade:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func run(tm *testing.M) (int, error) {
+	if err := machine.Check(); err != nil {
+		return 1, err
+	}
+	repo, err := machine.RepoRoot()
+	if err != nil {
+		return 1, err
+	}
+	dir, err := os.MkdirTemp("", "lodis-upgrade-bins-")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(dir)
+	for name, spec := range map[string]testbin.Spec{
+		"v2": {Version: "up-v2"}, "v3": {Version: "up-v3"}, "v4": {Version: "up-v4"}, "v5": {Version: "up-v5"},
+		"v6": {Version: "up-v6"}, "v7": {Version: "up-v7"},
+		"selftest-fails":  {Version: "up-selftest-fails", Fault: buildinfo.FaultSelftestFails},
+		"exit-at-start":   {Version: "up-exit-at-start", Fault: buildinfo.FaultExitAtStart},
+		"serve-unhealthy": {Version: "up-unhealthy", Fault: buildinfo.FaultServeUnhealthy},
+		"arm64":           {Version: "up-arm64", GOARCH: "arm64"},
+	} {
+		if bins[name], err = testbin.Build(repo, dir, spec); err != nil {
+			return 1, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	m, err = machine.Boot(ctx, machine.Options{Name: "lodis-upgrade-test"})
+	if err != nil {
+		return 1, err
+	}
+	defer m.Close()
+	if err := m.InstallLodis(ctx, repo); err != nil {
+		return 1, err
+	}
+	// A shorter canary soak keeps the suite lean; the default is 5 s.
+	if err := m.WriteFile("/etc/systemd/system/lodis-upgrade.service.d/test.conf",
+		[]byte("[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 2s\n"), 0o644); err != nil {
+		return 1, err
+	}
+	units := []string{"enable", "--now", "lodis-upgrade.path"}
+	for p := firstPort; p < firstPort+nPorts; p++ {
+		units = append(units, fmt.Sprintf("lodis@%d.socket", p))
+	}
+	if _, err := m.Sh(ctx, "systemctl daemon-reload && systemctl "+strings.Join(units, " ")); err != nil {
+		return 1, err
+	}
+	return tm.Run(), nil
+}
+
+// releases is `lodis releases -json` inside the machine.
+func releases(t *testing.T) upg.Report {
+	t.Helper()
+	out, err := m.Output(context.Background(), "lodis", "releases", "-json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r upg.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("lodis releases -json: %v: %s", err, out)
+	}
+	return r
+}
+
+func sha(t *testing.T, name string) string {
+	t.Helper()
+	s, err := buildinfo.FileSHA256(bins[name])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const incoming = "/var/lib/lodis/incoming"
+
+// drop puts a binary in incoming/ by rename, the recommended way.
+func drop(t *testing.T, src string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropBytes(t, b, mode)
+}
+
+func dropBytes(t *testing.T, b []byte, mode os.FileMode) {
+	t.Helper()
+	tmp := filepath.Join(m.Root, incoming, ".lodis.tmp")
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(tmp, mode)
+	if err := os.Rename(tmp, filepath.Join(m.Root, incoming, "lodis")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// upgradeRuns is how many times lodis-upgrade.service has finished.
+func upgradeRuns(t *testing.T) string {
+	return m.Prop(context.Background(), "lodis-upgrade.service", "InactiveEnterTimestampMonotonic")
+}
+
+// awaitUpgrade waits until lodis-upgrade.service has run since before (a
+// value of upgradeRuns) and is idle with nothing left in incoming/.
+func awaitUpgrade(t *testing.T, before string, timeout time.Duration) {
+	t.Helper()
+	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
+		st := m.State(context.Background(), "lodis-upgrade.service")
+		_, err := os.Lstat(filepath.Join(m.Root, incoming, "lodis"))
+		now := upgradeRuns(t)
+		done := now != before && err != nil && (st == "inactive/dead" || st == "failed/failed")
+		return done, fmt.Sprintf("lodis-upgrade.service %s, finished at %s (before %s), drop still there: %v", st, now, before, err == nil)
+	})
+	if err != nil {
+		out, _ := m.Output(context.Background(), "journalctl", "-u", "lodis-upgrade", "-n", "30", "--no-pager", "-o", "cat")
+		t.Fatalf("upgrade did not finish: %v\n%s", err, out)
+	}
+}
+
+type health struct {
+	Status  string `json:"status"`
+	PID     int    `json:"pid"`
+	Version string `json:"version"`
+	SHA256  string `json:"sha256"`
+}
+
+func getHealth(port int) (health, error) {
+	var h health
+	err := machine.GetJSON(context.Background(), fmt.Sprintf("http://127.0.0.1:%d/__/health", port), &h)
+	return h, err
+}
+
+func mustHealth(t *testing.T, port int) health {
+	t.Helper()
+	h, err := getHealth(port)
+	if err != nil {
+		t.Fatalf("port %d: %v", port, err)
+	}
+	return h
+}
+
+func port(i int) int { return firstPort + i }
+
+// journalSince returns lodis-upgrade's log lines since the cursor-less
+// monotonic mark: the lines of the last n entries containing substr.
+func journalGrep(t *testing.T, since time.Time, substr string) []string {
+	t.Helper()
+	out, err := m.Output(context.Background(), "journalctl", "-u", "lodis-upgrade", "--no-pager", "-o", "cat",
+		"--since", "@"+strconv.FormatInt(since.Unix(), 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, substr) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func lastRollout(t *testing.T) *rollout.State { return releases(t).Rollout }
