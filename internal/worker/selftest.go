@@ -102,7 +102,7 @@ func selftest(ctx context.Context, stderr io.Writer) (string, error) {
 		return "", errors.New("test fault selftest-fails")
 	}
 	return fmt.Sprintf("version %s, sha256 %s, served /__/health on 127.0.0.1:%s in %s",
-		h.Version, short(h.SHA256), port, time.Since(start).Round(time.Millisecond)), nil
+		h.Version, h.SHA256[:min(12, len(h.SHA256))], port, time.Since(start).Round(time.Millisecond)), nil
 }
 
 func fetchHealth(ctx context.Context, url string) (*Health, error) {
