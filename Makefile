@@ -12,7 +12,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/lodis/lodis/internal/bu
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.demo/*' 2>/dev/null) go.mod go.sum
 UNITS := $(wildcard units/*.socket units/*.service units/*.target units/*.path)
 
-.PHONY: all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint
+.PHONY: bench-upgrade all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint
 
 all: build
 
@@ -71,6 +71,11 @@ install: bin/lodis
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/lodis $(DESTDIR)$(LIBDIR)/tmpfiles.d/lodis.conf $(DESTDIR)$(LIBDIR)/sysusers.d/lodis.conf
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+
+# bench-upgrade: 10 ports at 2,000 req/s; a drop, the naive restart baseline,
+# and a bad build's rollback (test/upgrade/bench_test.go).
+bench-upgrade: build
+	$(GO) test -count=1 -run '^$$' -bench Upgrade -benchtime 1x -timeout 20m ./test/upgrade
 
 bin/lodis-machine: $(GO_SOURCES)
 	@mkdir -p bin

@@ -58,6 +58,7 @@ func run(tm *testing.M) (int, error) {
 		"exit-at-start":   {Version: "up-exit-at-start", Fault: buildinfo.FaultExitAtStart},
 		"serve-unhealthy": {Version: "up-unhealthy", Fault: buildinfo.FaultServeUnhealthy},
 		"arm64":           {Version: "up-arm64", GOARCH: "arm64"},
+		"bench-unhealthy": {Version: "up-bench-unhealthy", Fault: buildinfo.FaultServeUnhealthy},
 	} {
 		if bins[name], err = testbin.Build(repo, dir, spec); err != nil {
 			return 1, err
@@ -89,7 +90,7 @@ func run(tm *testing.M) (int, error) {
 }
 
 // releases is `lodis releases -json` inside the machine.
-func releases(t *testing.T) upg.Report {
+func releases(t testing.TB) upg.Report {
 	t.Helper()
 	out, err := m.Output(context.Background(), "lodis", "releases", "-json")
 	if err != nil {
@@ -102,7 +103,7 @@ func releases(t *testing.T) upg.Report {
 	return r
 }
 
-func sha(t *testing.T, name string) string {
+func sha(t testing.TB, name string) string {
 	t.Helper()
 	s, err := buildinfo.FileSHA256(bins[name])
 	if err != nil {
@@ -114,7 +115,7 @@ func sha(t *testing.T, name string) string {
 const incoming = "/var/lib/lodis/incoming"
 
 // drop puts a binary in incoming/ by rename, the recommended way.
-func drop(t *testing.T, src string, mode os.FileMode) {
+func drop(t testing.TB, src string, mode os.FileMode) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -123,7 +124,7 @@ func drop(t *testing.T, src string, mode os.FileMode) {
 	dropBytes(t, b, mode)
 }
 
-func dropBytes(t *testing.T, b []byte, mode os.FileMode) {
+func dropBytes(t testing.TB, b []byte, mode os.FileMode) {
 	t.Helper()
 	tmp := filepath.Join(m.Root, incoming, ".lodis.tmp")
 	if err := os.WriteFile(tmp, b, mode); err != nil {
@@ -136,13 +137,13 @@ func dropBytes(t *testing.T, b []byte, mode os.FileMode) {
 }
 
 // upgradeRuns is how many times lodis-upgrade.service has finished.
-func upgradeRuns(t *testing.T) string {
+func upgradeRuns(t testing.TB) string {
 	return m.Prop(context.Background(), "lodis-upgrade.service", "InactiveEnterTimestampMonotonic")
 }
 
 // awaitUpgrade waits until lodis-upgrade.service has run since before (a
 // value of upgradeRuns) and is idle with nothing left in incoming/.
-func awaitUpgrade(t *testing.T, before string, timeout time.Duration) {
+func awaitUpgrade(t testing.TB, before string, timeout time.Duration) {
 	t.Helper()
 	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
 		st := m.State(context.Background(), "lodis-upgrade.service")
@@ -170,7 +171,7 @@ func getHealth(port int) (health, error) {
 	return h, err
 }
 
-func mustHealth(t *testing.T, port int) health {
+func mustHealth(t testing.TB, port int) health {
 	t.Helper()
 	h, err := getHealth(port)
 	if err != nil {
@@ -183,7 +184,7 @@ func port(i int) int { return firstPort + i }
 
 // journalSince returns lodis-upgrade's log lines since the cursor-less
 // monotonic mark: the lines of the last n entries containing substr.
-func journalGrep(t *testing.T, since time.Time, substr string) []string {
+func journalGrep(t testing.TB, since time.Time, substr string) []string {
 	t.Helper()
 	out, err := m.Output(context.Background(), "journalctl", "-u", "lodis-upgrade", "--no-pager", "-o", "cat",
 		"--since", "@"+strconv.FormatInt(since.Unix(), 10))
@@ -199,4 +200,4 @@ func journalGrep(t *testing.T, since time.Time, substr string) []string {
 	return lines
 }
 
-func lastRollout(t *testing.T) *rollout.State { return releases(t).Rollout }
+func lastRollout(t testing.TB) *rollout.State { return releases(t).Rollout }
