@@ -16,7 +16,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/lodis/lodis/internal/logging"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/rollout"
 )
@@ -118,23 +117,12 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 // way. The exit status is 0 when every running worker reports the release
 // returned to, 1 otherwise (the roll-back itself was rolled back).
 func Rollback(args []string, stderr io.Writer) int {
-	var cfg Config
-	fs := newFlags("lodis rollback", &cfg, true)
-	if code := parse(fs, args, stderr); code != nil {
-		return *code
-	}
-	if err := cfg.check(); err != nil {
-		fmt.Fprintf(stderr, "lodis rollback: %v\n", err)
-		return 2
-	}
-	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
-	if err != nil {
-		fmt.Fprintf(stderr, "lodis rollback: %v\n", err)
-		return 2
+	u, code := setup("lodis rollback", args, stderr, true)
+	if u == nil {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	u := &Upgrader{Config: cfg, Log: log}
 	if err := u.Rollback(ctx); err != nil {
 		fmt.Fprintf(stderr, "lodis rollback: %v\n", err)
 		return 1

@@ -116,32 +116,41 @@ const (
 // the last drop was rolled out, was the active release already, or there was
 // none; 1 when it was rejected or rolled back.
 func Main(args []string, stderr io.Writer) int {
-	var cfg Config
-	fs := newFlags("lodis upgrade", &cfg, false)
-	if code := parse(fs, args, stderr); code != nil {
-		return *code
-	}
-	if err := cfg.check(); err != nil {
-		fmt.Fprintf(stderr, "lodis upgrade: %v\n", err)
-		return 2
-	}
-	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
-	if err != nil {
-		fmt.Fprintf(stderr, "lodis upgrade: %v\n", err)
-		return 2
+	u, code := setup("lodis upgrade", args, stderr, false)
+	if u == nil {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	u := &Upgrader{Config: cfg, Log: log}
 	last, err := u.Run(ctx)
 	if err != nil {
-		log.WithError(err).Error("upgrade failed")
+		u.Log.WithError(err).Error("upgrade failed")
 		return 1
 	}
 	if last == Rejected || last == RolledBack {
 		return 1
 	}
 	return 0
+}
+
+// setup parses a command's flags and makes its Upgrader; nil and the exit
+// code when the command must end (help, or a one-line usage error).
+func setup(name string, args []string, stderr io.Writer, rollback bool) (*Upgrader, int) {
+	var cfg Config
+	fs := newFlags(name, &cfg, rollback)
+	if code := parse(fs, args, stderr); code != nil {
+		return nil, *code
+	}
+	err := cfg.check()
+	var log *logrus.Logger
+	if err == nil {
+		log, err = logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return nil, 2
+	}
+	return &Upgrader{Config: cfg, Log: log}, 0
 }
 
 // Upgrader is one run of `lodis upgrade`.
