@@ -12,7 +12,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/lodis/lodis/internal/bu
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.demo/*' 2>/dev/null) go.mod go.sum
 UNITS := $(wildcard units/*.socket units/*.service units/*.target units/*.path)
 
-.PHONY: bench-upgrade all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint
+.PHONY: bench-upgrade all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make demo             boot a throwaway systemd, enable lodis on ports 8080..8089, show status (Ctrl-C or make demo-stop ends it)"
 	@echo "make bench            run the benchmarks in a throwaway systemd"
 	@echo "make install          install binary and units (DESTDIR, PREFIX honoured)"
+	@echo "make deb              build dist/lodis_<version>_<arch>.deb (packaging/deb/build.sh)"
 	@echo "make clean            remove build output"
 
 build: bin/lodis
@@ -76,6 +77,10 @@ uninstall:
 # and a bad build's rollback (test/upgrade/bench_test.go).
 bench-upgrade: build
 	$(GO) test -count=1 -run '^$$' -bench Upgrade -benchtime 1x -timeout 20m ./test/upgrade
+
+# deb builds dist/lodis_<version>_<arch>.deb, reproducibly; see packaging/deb/build.sh.
+deb:
+	@VERSION=$(VERSION) GO=$(GO) packaging/deb/build.sh
 
 bin/lodis-machine: $(GO_SOURCES)
 	@mkdir -p bin
