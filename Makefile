@@ -8,6 +8,8 @@ UNITDIR ?= $(LIBDIR)/systemd/system
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 GO ?= go
+# BIN is the binary that build makes and install copies (make install BIN=...).
+BIN := bin/lodis
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/lodis/lodis/internal/buildinfo.Version=$(VERSION) -X github.com/lodis/lodis/internal/buildinfo.Commit=$(COMMIT)"
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.demo/*' 2>/dev/null) go.mod go.sum
 UNITS := $(wildcard units/*.socket units/*.service units/*.target units/*.path)
@@ -25,10 +27,10 @@ help:
 	@echo "make deb              build dist/lodis_<version>_<arch>.deb (packaging/deb/build.sh)"
 	@echo "make clean            remove build output"
 
-build: bin/lodis
+build: $(BIN)
 
-bin/lodis: $(GO_SOURCES)
-	@mkdir -p bin
+$(BIN): $(GO_SOURCES)
+	@mkdir -p $(dir $@)
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/lodis
 
 # deps installs what the tests and the demo need (Debian packages), or says how.
@@ -58,9 +60,9 @@ test: deps lint
 	  $(MAKE) --no-print-directory test-integration || status=1; \
 	  $(TESTSUM) -total; exit $$status
 
-install: bin/lodis
+install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LIBDIR)/tmpfiles.d $(DESTDIR)$(LIBDIR)/sysusers.d
-	install -m 0755 bin/lodis $(DESTDIR)$(BINDIR)/lodis
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/lodis
 	for u in $(UNITS); do sed 's|@BINDIR@|$(BINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 	sed 's|@BINDIR@|$(BINDIR)|g' units/lodis.tmpfiles > $(DESTDIR)$(LIBDIR)/tmpfiles.d/lodis.conf
 	install -m 0644 units/lodis.sysusers $(DESTDIR)$(LIBDIR)/sysusers.d/lodis.conf
@@ -80,7 +82,7 @@ bench-upgrade: build
 
 # deb builds dist/lodis_<version>_<arch>.deb, reproducibly; see packaging/deb/build.sh.
 deb:
-	@VERSION=$(VERSION) GO=$(GO) packaging/deb/build.sh
+	@VERSION='$(VERSION)' GO='$(GO)' packaging/deb/build.sh
 
 bin/lodis-machine: $(GO_SOURCES)
 	@mkdir -p bin

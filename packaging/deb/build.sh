@@ -7,7 +7,8 @@
 # Environment (all optional):
 #   VERSION          lodis version as `make` computes it (git describe); turned
 #                    into a Debian version: v1.2.3 -> 1.2.3, v1.2.3-4-gabc ->
-#                    1.2.3+4.gabc, an untagged commit abc -> 0~git<date>.<time>.abc
+#                    1.2.3+4.gabc, a commit without a tag (abc, abc-dirty) ->
+#                    0~git<date>.<time>.abc(.dirty), from the commit time
 #   SOURCE_DATE_EPOCH  timestamp of every file and of the package (default:
 #                    the commit time of HEAD)
 #   GOARCH           target architecture (default: the Go toolchain's)
@@ -44,12 +45,13 @@ export SOURCE_DATE_EPOCH
 
 # debian_version maps a git-describe version onto Debian's ordering.
 debian_version() {
-  local v=${1#v}
-  if [[ $v =~ ^[0-9] ]]; then
+  local v=$1
+  if [[ $v =~ ^[0-9a-f]{7,40}(-dirty)?$ ]]; then
+    v="0~git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d.%H%M%S).${v//-/.}"
+  else
+    v=${v#v}
     v=${v/-/+}
     v=${v//-/.}
-  else
-    v="0~git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d.%H%M%S).${v//-/.}"
   fi
   [[ $v =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || die "VERSION '$1' gives '$v', not a Debian version: use digits, letters and . + ~"
   printf '%s' "$v"
@@ -71,10 +73,10 @@ root=$stage/root
 doc=$root/usr/share/doc/lodis
 
 # The binary: static (no libc dependency; a dropped-in release runs on any
-# host), stamped with the package version so `lodis version` and dpkg agree.
-# -B: bin/lodis may have been built with another version or cgo setting.
-CGO_ENABLED=0 GOOS=linux GOARCH=$goarch make -s -B bin/lodis GO="$GO" VERSION="$version"
-make -s install DESTDIR="$root" PREFIX=/usr GO="$GO" VERSION="$version"
+# host), stamped with the package version so `lodis version` and dpkg agree,
+# built fresh into the staging area (bin/lodis is left alone).
+CGO_ENABLED=0 GOOS=linux GOARCH=$goarch \
+  make -s install BIN="$stage/lodis" DESTDIR="$root" PREFIX=/usr GO="$GO" VERSION="$version" >/dev/null
 [ -x "$root/usr/bin/lodis" ] || die "make install left no usr/bin/lodis"
 
 # The polkit rule of the supervisor, when the tree has one.
