@@ -14,7 +14,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/lodis/lodis/internal/bu
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.demo/*' 2>/dev/null) go.mod go.sum
 UNITS := $(wildcard units/*.socket units/*.service units/*.target units/*.path)
 
-.PHONY: bench-upgrade all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb
+.PHONY: bench-upgrade all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb nix-vendor-hash
 
 all: build
 
@@ -25,6 +25,7 @@ help:
 	@echo "make bench            run the benchmarks in a throwaway systemd"
 	@echo "make install          install binary and units (DESTDIR, PREFIX honoured)"
 	@echo "make deb              build dist/lodis_<version>_<arch>.deb (packaging/deb/build.sh)"
+	@echo "make nix-vendor-hash  print the vendorHash nix/package.nix needs for go.mod/go.sum"
 	@echo "make clean            remove build output"
 
 build: $(BIN)
@@ -83,6 +84,14 @@ bench-upgrade: build
 # deb builds dist/lodis_<version>_<arch>.deb, reproducibly; see packaging/deb/build.sh.
 deb:
 	@VERSION='$(VERSION)' GO='$(GO)' packaging/deb/build.sh
+
+# nix-vendor-hash prints the NAR hash of `go mod vendor`: what Nix's
+# buildGoModule fetches for go.mod/go.sum, nix/package.nix's vendorHash.
+nix-vendor-hash:
+	@command -v nix >/dev/null || { echo "nix not found: install it with 'apt-get install -y nix-bin'" >&2; exit 1; }
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	  $(GO) mod vendor -o "$$d/vendor" && \
+	  nix --extra-experimental-features nix-command hash path --store dummy:// "$$d/vendor"
 
 bin/lodis-machine: $(GO_SOURCES)
 	@mkdir -p bin

@@ -1,0 +1,201 @@
+# module.nix is the NixOS module for lodis: services.lodis.
+#
+# The unit files are the package's, installed from units/ (systemd.packages);
+# this module adds no unit of its own. NixOS ignores [Install] sections, so the
+# module says which units are wanted, reading each unit's WantedBy= from
+# units/: one socket per port (lodis@PORT.socket), the supervisor and the
+# upgrade watcher. Settings reach the units as drop-ins (overrides.conf).
+#
+# /var/lib/lodis/current, the binary every worker runs, is pointed at the
+# configured package at every boot and whenever a rebuild changes the
+# package (tmpfiles L+). A binary dropped into /var/lib/lodis/incoming is
+# rolled out as on any host (upgrade.enable), and lasts until then: on NixOS
+# the release of record is services.lodis.package.
+{ config, lib, pkgs, ... }:
+
+let
+  inherit (lib) mkOption mkEnableOption mkIf mkMerge types;
+  cfg = config.services.lodis;
+
+  unitFile = name: ../units + "/${name}";
+  # hasUnit tells whether units/ has a unit (the supervisor and the upgrade
+  # watcher came after the socket and the worker).
+  hasUnit = name: builtins.pathExists (unitFile name);
+  unitLines = name: lib.splitString "\n" (builtins.readFile (unitFile name));
+  # directive returns the values of every `Key=` line of a unit file.
+  directive = key: name:
+    map (lib.removePrefix "${key}=") (builtins.filter (lib.hasPrefix "${key}=") (unitLines name));
+  # wantedBy is what the unit's [Install] section asks for.
+  wantedBy = name: builtins.filter (t: t != "") (builtins.concatMap (lib.splitString " ") (directive "WantedBy" name));
+
+  # The worker's command line as units/ has it, plus the settings below.
+  workerExecStart = builtins.head (directive "ExecStart" "lodis@.service");
+  serveArgs = lib.optionals (cfg.idleTimeout != null) [ "--idle-timeout" cfg.idleTimeout ] ++ cfg.extraArgs;
+
+  # listen is ListenStream= for one port.
+  listen = port:
+    if cfg.listenAddress == null then toString port
+    else if lib.hasInfix ":" cfg.listenAddress then "[${cfg.listenAddress}]:${toString port}"
+    else "${cfg.listenAddress}:${toString port}";
+
+  # upstream is where nginx reaches a port.
+  upstream = port:
+    if cfg.listenAddress == null || cfg.listenAddress == "0.0.0.0" then "127.0.0.1:${toString port}"
+    else if cfg.listenAddress == "::" then "[::1]:${toString port}"
+    else listen port;
+
+  # Per-port socket: a drop-in on the lodis@.socket template.
+  socket = port: lib.nameValuePair "lodis@${toString port}" ({
+    overrideStrategy = "asDropin";
+    wantedBy = wantedBy "lodis@.socket";
+  } // lib.optionalAttrs (cfg.listenAddress != null) {
+    # An empty entry first resets the template's ListenStream=%i.
+    listenStreams = [ "" (listen port) ];
+  });
+
+  # NixOS's tmpfiles for lodis: the package's, except that `current` is
+  # replaced (L+) so that it follows the configured package.
+  tmpfiles = pkgs.runCommand "lodis-tmpfiles" { } ''
+    mkdir -p $out/lib/tmpfiles.d
+    sed 's|^L |L+ |' ${cfg.package}/lib/tmpfiles.d/lodis.conf > $out/lib/tmpfiles.d/lodis.conf
+  '';
+in
+{
+  options.services.lodis = {
+    enable = mkEnableOption "lodis, the socket-activated web service suite";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
+      description = "The lodis package: its binary and the unit files from units/.";
+    };
+
+    ports = mkOption {
+      type = types.listOf types.port;
+      default = lib.range 8080 8089;
+      description = "Ports to serve, one socket unit (lodis@PORT.socket) each.";
+    };
+
+    listenAddress = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "127.0.0.1";
+      description = "Address the ports listen on; null listens on every address.";
+    };
+
+    idleTimeout = mkOption {
+      type = types.nullOr (types.strMatching "0|([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+");
+      default = null;
+      example = "5m";
+      description = ''
+        A worker exits after this long without an open connection (lodis serve
+        --idle-timeout, a Go duration); its port keeps listening. null keeps
+        the worker's default (30s).
+      '';
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf (types.strMatching "[A-Za-z0-9_./:=,+@-]+");
+      default = [ ];
+      example = [ "--log-level" "debug" ];
+      description = "More arguments for every worker's `lodis serve`.";
+    };
+
+    supervisor.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Whether to run the supervisor (lodis-supervisor.service), which repairs failed ports.";
+    };
+
+    upgrade.enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Whether to watch /var/lib/lodis/incoming for a new binary and roll it
+        out (lodis-upgrade.path). Such a release lasts until the next boot or
+        the next rebuild that changes services.lodis.package.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open the ports in the firewall.";
+    };
+
+    nginx.enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Whether to put nginx (services.nginx) in front: an upstream `lodis`
+        across every port, served by the virtual host `lodis`.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions = [
+        {
+          assertion = lib.unique cfg.ports == cfg.ports;
+          message = "services.lodis.ports lists a port more than once: ${builtins.toJSON cfg.ports}";
+        }
+      ];
+
+      systemd.packages = [ cfg.package ];
+      systemd.tmpfiles.packages = [ tmpfiles ];
+      systemd.sockets = builtins.listToAttrs (map socket cfg.ports);
+
+      users.users.lodis = {
+        isSystemUser = true;
+        group = "lodis";
+        home = "/var/lib/lodis";
+        description = "lodis supervisor";
+      };
+      users.groups.lodis = { };
+    }
+
+    (mkIf (serveArgs != [ ]) {
+      systemd.services."lodis@" = {
+        overrideStrategy = "asDropin";
+        # An empty entry first resets the template's ExecStart=.
+        serviceConfig.ExecStart = [ "" "${workerExecStart} ${lib.concatStringsSep " " serveArgs}" ];
+      };
+    })
+
+    (mkIf cfg.supervisor.enable (
+      if hasUnit "lodis-supervisor.service" then {
+        systemd.services.lodis-supervisor = {
+          overrideStrategy = "asDropin";
+          wantedBy = wantedBy "lodis-supervisor.service";
+        };
+      } else {
+        warnings = [ "services.lodis.supervisor.enable: this lodis source has no lodis-supervisor.service yet" ];
+      }
+    ))
+
+    (mkIf cfg.upgrade.enable (
+      if hasUnit "lodis-upgrade.path" then {
+        systemd.paths.lodis-upgrade = {
+          overrideStrategy = "asDropin";
+          wantedBy = wantedBy "lodis-upgrade.path";
+        };
+      } else {
+        warnings = [ "services.lodis.upgrade.enable: this lodis source has no lodis-upgrade.path yet" ];
+      }
+    ))
+
+    (mkIf cfg.openFirewall {
+      networking.firewall.allowedTCPPorts = cfg.ports;
+    })
+
+    (mkIf cfg.nginx.enable {
+      services.nginx = {
+        enable = true;
+        upstreams.lodis.servers = builtins.listToAttrs (map (p: lib.nameValuePair (upstream p) { }) cfg.ports);
+        virtualHosts.lodis.locations."/".proxyPass = "http://lodis";
+      };
+    })
+  ]);
+}

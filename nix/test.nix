@@ -1,0 +1,52 @@
+# test.nix is the NixOS VM test of services.lodis: it boots a NixOS machine
+# with the module and checks, as an operator would: the sockets listen, no
+# worker runs before the first request, a request is answered and starts the
+# worker, the supervisor is active, and an idle worker exits while its port
+# keeps listening.
+#
+# It needs real Nix with KVM (nix flake check, or nix build .#checks.<system>.vm);
+# CI here does not run it.
+{ pkgs, module }:
+
+pkgs.testers.runNixOSTest {
+  name = "lodis";
+
+  nodes.machine = { pkgs, ... }: {
+    imports = [ module ];
+    services.lodis = {
+      enable = true;
+      ports = [ 8080 8081 ];
+      idleTimeout = "3s";
+    };
+    environment.systemPackages = [ pkgs.curl ];
+  };
+
+  testScript = ''
+    import json
+
+    machine.wait_for_unit("sockets.target")
+
+    # Listening is read from the kernel: connecting would start a worker.
+    for port in (8080, 8081):
+        machine.wait_until_succeeds(f"ss -Hltn 'sport = :{port}' | grep -q LISTEN")
+        machine.succeed(f"systemctl is-active lodis@{port}.socket")
+
+    with subtest("no worker before the first request"):
+        machine.fail("systemctl is-active lodis@8080.service")
+
+    with subtest("a request is answered and starts the worker"):
+        health = json.loads(machine.succeed("curl -sf http://127.0.0.1:8080/__/health"))
+        assert health["status"] == "ok", health
+        assert health["port"] == "8080", health
+        machine.succeed("systemctl is-active lodis@8080.service")
+        assert machine.succeed("readlink /var/lib/lodis/current").strip().endswith("/bin/lodis")
+
+    with subtest("the supervisor is active"):
+        machine.wait_for_unit("lodis-supervisor.service")
+
+    with subtest("an idle worker exits and its port keeps listening"):
+        machine.wait_until_fails("systemctl is-active lodis@8080.service", timeout=30)
+        machine.succeed("ss -Hltn 'sport = :8080' | grep -q LISTEN")
+        machine.succeed("curl -sf http://127.0.0.1:8080/")
+  '';
+}

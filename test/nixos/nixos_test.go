@@ -1,0 +1,528 @@
+// Package nixos checks the Nix side of lodis with Debian's nix-bin, without
+// nixpkgs or a store: every .nix file parses, nix/package.nix's vendorHash is
+// the hash of `go mod vendor`, and nix/module.nix, evaluated with the
+// stand-in lib (nix/lib-stub.nix through nix/eval-module.nix), asks for
+// exactly the units in units/ with the settings it was given. Building the
+// package and the VM test (nix/test.nix) need real Nix; see README.md.
+package nixos
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lodis/lodis/test/machine"
+)
+
+var repo string
+
+func TestMain(m *testing.M) {
+	if _, err := exec.LookPath("nix-instantiate"); err != nil {
+		fmt.Fprintln(os.Stderr, "test/nixos: nix-instantiate not found: install it with 'apt-get install -y nix-bin' (or run test/deps.sh)")
+		os.Exit(1)
+	}
+	var err error
+	if repo, err = machine.RepoRoot(); err != nil {
+		fmt.Fprintln(os.Stderr, "test/nixos:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// nixCmd runs a nix command offline, with a throwaway home.
+func nixCmd(ctx context.Context, t *testing.T, name string, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, name, args...)
+	c.Dir = repo
+	c.Env = append(os.Environ(), "HOME="+t.TempDir(), "NIX_PATH=")
+	return c
+}
+
+// unitDef is what the module sets for one unit.
+type unitDef struct {
+	OverrideStrategy string         `json:"overrideStrategy"`
+	WantedBy         []string       `json:"wantedBy"`
+	ListenStreams    []string       `json:"listenStreams"`
+	ServiceConfig    map[string]any `json:"serviceConfig"`
+	SocketConfig     map[string]any `json:"socketConfig"`
+}
+
+type evalResult struct {
+	Systemd struct {
+		Packages        []string           `json:"packages"`
+		Sockets         map[string]unitDef `json:"sockets"`
+		Services        map[string]unitDef `json:"services"`
+		Paths           map[string]unitDef `json:"paths"`
+		TmpfilesScripts []string           `json:"tmpfilesScripts"`
+	} `json:"systemd"`
+	Users struct {
+		Users map[string]struct {
+			IsSystemUser bool   `json:"isSystemUser"`
+			Group        string `json:"group"`
+			Home         string `json:"home"`
+			Description  string `json:"description"`
+		} `json:"users"`
+		Groups map[string]struct{} `json:"groups"`
+	} `json:"users"`
+	Networking struct {
+		Firewall struct {
+			AllowedTCPPorts []int `json:"allowedTCPPorts"`
+		} `json:"firewall"`
+	} `json:"networking"`
+	Nginx *struct {
+		Enable    bool `json:"enable"`
+		Upstreams map[string]struct {
+			Servers map[string]struct{} `json:"servers"`
+		} `json:"upstreams"`
+		VirtualHosts map[string]struct {
+			Locations map[string]struct {
+				ProxyPass string `json:"proxyPass"`
+			} `json:"locations"`
+		} `json:"virtualHosts"`
+	} `json:"nginx"`
+	Warnings []string `json:"warnings"`
+}
+
+// eval evaluates the module with a configuration; pkg stands for the package.
+func eval(t *testing.T, config any, pkg string) (*evalResult, error) {
+	t.Helper()
+	cj, err := json.Marshal(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"--eval", "--strict", "--json", "--store", "dummy://", "nix/eval-module.nix", "--argstr", "config", string(cj)}
+	if pkg != "" {
+		args = append(args, "--argstr", "package", pkg)
+	}
+	var stdout, stderr bytes.Buffer
+	c := nixCmd(ctx, t, "nix-instantiate", args...)
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		return nil, fmt.Errorf("evaluate module with %s: %w: %s", cj, err, strings.TrimSpace(stderr.String()))
+	}
+	var r evalResult
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		return nil, fmt.Errorf("decode evaluation: %w: %s", err, stdout.String())
+	}
+	return &r, nil
+}
+
+func mustEval(t *testing.T, config any) *evalResult {
+	t.Helper()
+	r, err := eval(t, config, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func lodis(settings map[string]any) map[string]any {
+	return map[string]any{"services": map[string]any{"lodis": settings}}
+}
+
+func mustUnit(t *testing.T, name string) unit {
+	t.Helper()
+	u, err := parseUnit(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// values turns a NixOS unit setting (string, list, number, bool) into lines.
+func values(v any) []string {
+	switch v := v.(type) {
+	case []any:
+		var out []string
+		for _, x := range v {
+			out = append(out, fmt.Sprint(x))
+		}
+		return out
+	case bool:
+		if v {
+			return []string{"yes"}
+		}
+		return []string{"no"}
+	default:
+		return []string{fmt.Sprint(v)}
+	}
+}
+
+func dropin(cfg map[string]any) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range cfg {
+		out[k] = values(v)
+	}
+	return out
+}
+
+// effectiveSocket is units/lodis@.socket for one port with the module's drop-in.
+func effectiveSocket(t *testing.T, port int, d unitDef) unit {
+	t.Helper()
+	di := dropin(d.SocketConfig)
+	if d.ListenStreams != nil {
+		di["ListenStream"] = append(di["ListenStream"], d.ListenStreams...)
+	}
+	return mustUnit(t, "lodis@.socket").withDropin("Socket", di).instance(fmt.Sprint(port))
+}
+
+// effectiveWorker is units/lodis@.service for one port with the module's drop-in, if any.
+func effectiveWorker(t *testing.T, r *evalResult, port int) unit {
+	t.Helper()
+	u := mustUnit(t, "lodis@.service")
+	if d, ok := r.Systemd.Services["lodis@"]; ok {
+		if d.OverrideStrategy != "asDropin" {
+			t.Errorf("lodis@.service: overrideStrategy %q, want asDropin (else NixOS replaces the package's unit)", d.OverrideStrategy)
+		}
+		u = u.withDropin("Service", dropin(d.ServiceConfig))
+	}
+	return u.instance(fmt.Sprint(port))
+}
+
+func checkSockets(t *testing.T, r *evalResult, ports []int, listen func(port int) string) {
+	t.Helper()
+	var want, got []string
+	for _, p := range ports {
+		want = append(want, fmt.Sprintf("lodis@%d", p))
+	}
+	for n := range r.Systemd.Sockets {
+		got = append(got, n)
+	}
+	sort.Strings(want)
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("sockets %q, want %q", got, want)
+	}
+	tmpl := mustUnit(t, "lodis@.socket")
+	for _, p := range ports {
+		d := r.Systemd.Sockets[fmt.Sprintf("lodis@%d", p)]
+		if d.OverrideStrategy != "asDropin" {
+			t.Errorf("lodis@%d.socket: overrideStrategy %q, want asDropin (the unit is the template's instance)", p, d.OverrideStrategy)
+		}
+		if !slices.Equal(d.WantedBy, tmpl.wantedBy()) {
+			t.Errorf("lodis@%d.socket: wantedBy %q, want units/lodis@.socket's WantedBy %q", p, d.WantedBy, tmpl.wantedBy())
+		}
+		eff := effectiveSocket(t, p, d)
+		if got := eff["Socket"]["ListenStream"]; !slices.Equal(got, []string{listen(p)}) {
+			t.Errorf("lodis@%d.socket: ListenStream %q, want [%s]", p, got, listen(p))
+		}
+		if got, want := eff["Socket"]["Service"], []string{fmt.Sprintf("lodis@%d.service", p)}; !slices.Equal(got, want) {
+			t.Errorf("lodis@%d.socket: Service= %q, want %q", p, got, want)
+		}
+	}
+}
+
+// TestNixFilesParse parses every .nix file of the tree.
+func TestNixFilesParse(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(repo, "nix", "*.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, filepath.Join(repo, "flake.nix"))
+	for _, want := range []string{"package.nix", "module.nix", "test.nix", "lib-stub.nix", "eval-module.nix"} {
+		if !slices.Contains(files, filepath.Join(repo, "nix", want)) {
+			t.Errorf("nix/%s is missing", want)
+		}
+	}
+	for _, f := range files {
+		var stderr bytes.Buffer
+		c := nixCmd(context.Background(), t, "nix-instantiate", "--parse", f)
+		c.Stdout, c.Stderr = nil, &stderr
+		if err := c.Run(); err != nil {
+			t.Errorf("%s does not parse: %v: %s", f, err, stderr.String())
+		}
+	}
+}
+
+// TestVendorHash checks nix/package.nix's vendorHash against the hash of
+// `go mod vendor` for the current go.mod/go.sum (make nix-vendor-hash).
+func TestVendorHash(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repo, "nix", "package.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`vendorHash = "(sha256-[A-Za-z0-9+/=]+)";`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal(`nix/package.nix has no vendorHash = "sha256-...";`)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	c := nixCmd(ctx, t, "make", "-s", "nix-vendor-hash")
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		t.Fatalf("make nix-vendor-hash: %v: %s", err, stderr.String())
+	}
+	if got := strings.TrimSpace(stdout.String()); got != string(m[1]) {
+		t.Errorf("nix/package.nix has vendorHash %s, but go.mod/go.sum give %s: put that in nix/package.nix", m[1], got)
+	}
+}
+
+// TestModuleDefaults evaluates `services.lodis.enable = true;` alone: ten
+// ports 8080..8089 listening on every address, the worker exactly as units/
+// has it, the lodis user of units/lodis.sysusers, the package's tmpfiles.
+func TestModuleDefaults(t *testing.T) {
+	pkg := t.TempDir()
+	r, err := eval(t, lodis(map[string]any{"enable": true}), pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ports []int
+	for p := 8080; p <= 8089; p++ {
+		ports = append(ports, p)
+	}
+	checkSockets(t, r, ports, func(p int) string { return fmt.Sprint(p) })
+
+	if _, ok := r.Systemd.Services["lodis@"]; ok {
+		t.Errorf("with default settings the module overrides lodis@.service: %+v", r.Systemd.Services["lodis@"])
+	}
+	base := mustUnit(t, "lodis@.service")["Service"]["ExecStart"]
+	if got := effectiveWorker(t, r, 8080)["Service"]["ExecStart"]; len(base) != 1 || !slices.Equal(got, []string{strings.ReplaceAll(base[0], "%i", "8080")}) {
+		t.Errorf("worker ExecStart %q, want units/lodis@.service's %q", got, base)
+	}
+	if !slices.Equal(r.Systemd.Packages, []string{pkg}) {
+		t.Errorf("systemd.packages %q, want the lodis package [%s]", r.Systemd.Packages, pkg)
+	}
+	if r.Nginx != nil || len(r.Networking.Firewall.AllowedTCPPorts) > 0 {
+		t.Errorf("nginx %+v, firewall %v: want neither by default", r.Nginx, r.Networking.Firewall.AllowedTCPPorts)
+	}
+
+	checkUser(t, r)
+	checkTmpfiles(t, r, pkg)
+}
+
+// checkUser compares users.users with units/lodis.sysusers.
+func checkUser(t *testing.T, r *evalResult) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repo, "units", "lodis.sysusers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`(?m)^u\s+(\S+)\s+(\S+)\s+"([^"]*)"\s+(\S+)`).FindSubmatch(b)
+	if line == nil {
+		t.Fatal(`units/lodis.sysusers has no line u NAME ID "GECOS" HOME`)
+	}
+	name, gecos, home := string(line[1]), string(line[3]), string(line[4])
+	u, ok := r.Users.Users[name]
+	if !ok {
+		t.Fatalf("users.users has no %s (units/lodis.sysusers creates it): %+v", name, r.Users.Users)
+	}
+	if !u.IsSystemUser || u.Group != name || u.Home != home || u.Description != gecos {
+		t.Errorf("users.users.%s = %+v, want a system user in group %s, home %s, description %q", name, u, name, home, gecos)
+	}
+	if _, ok := r.Users.Groups[name]; !ok {
+		t.Errorf("users.groups has no %s", name)
+	}
+}
+
+// checkTmpfiles runs the module's tmpfiles derivation on a package laid out
+// as nix/package.nix lays it out, and expects units/lodis.tmpfiles with the
+// link to the package's binary replaced (L+) on every activation.
+func checkTmpfiles(t *testing.T, r *evalResult, pkg string) {
+	t.Helper()
+	if len(r.Systemd.TmpfilesScripts) != 1 {
+		t.Fatalf("tmpfiles packages: %d scripts, want one", len(r.Systemd.TmpfilesScripts))
+	}
+	src, err := os.ReadFile(filepath.Join(repo, "units", "lodis.tmpfiles"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installed := strings.ReplaceAll(string(src), "@BINDIR@", pkg+"/bin")
+	if err := os.MkdirAll(filepath.Join(pkg, "lib", "tmpfiles.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pkg, "lib", "tmpfiles.d", "lodis.conf"), []byte(installed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	c := exec.Command("bash", "-euc", r.Systemd.TmpfilesScripts[0])
+	c.Env = append(os.Environ(), "out="+out)
+	if b, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("tmpfiles script: %v: %s", err, b)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "lib", "tmpfiles.d", "lodis.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, l := range strings.Split(installed, "\n") {
+		if strings.HasPrefix(l, "L ") {
+			l = "L+" + l[1:]
+		}
+		want = append(want, l)
+	}
+	if string(got) != strings.Join(want, "\n") {
+		t.Errorf("NixOS tmpfiles:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	if !strings.Contains(string(got), "L+ /var/lib/lodis/current") || !strings.Contains(string(got), pkg+"/bin/lodis") {
+		t.Errorf("NixOS tmpfiles do not point /var/lib/lodis/current at %s/bin/lodis:\n%s", pkg, got)
+	}
+}
+
+// TestModuleSettings sets every option and compares the resulting units with
+// units/: ports, ListenStream, the worker's ExecStart, and every other worker
+// setting (the hardening) left as units/ has it.
+func TestModuleSettings(t *testing.T) {
+	r := mustEval(t, lodis(map[string]any{
+		"enable": true, "ports": []int{18450, 18451}, "listenAddress": "127.0.0.1",
+		"idleTimeout": "45s", "extraArgs": []string{"--log-level", "debug"},
+		"openFirewall": true, "nginx": map[string]any{"enable": true},
+	}))
+	checkSockets(t, r, []int{18450, 18451}, func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) })
+
+	d, ok := r.Systemd.Services["lodis@"]
+	if !ok {
+		t.Fatal("no drop-in for lodis@.service although idleTimeout and extraArgs are set")
+	}
+	var keys []string
+	for k := range d.ServiceConfig {
+		keys = append(keys, k)
+	}
+	if !slices.Equal(keys, []string{"ExecStart"}) {
+		t.Errorf("the worker drop-in sets %q; it must set ExecStart only and leave the rest of units/lodis@.service", keys)
+	}
+	base := mustUnit(t, "lodis@.service").instance("18450")
+	eff := effectiveWorker(t, r, 18450)
+	want := base["Service"]["ExecStart"][0] + " --idle-timeout 45s --log-level debug"
+	if got := eff["Service"]["ExecStart"]; !slices.Equal(got, []string{want}) {
+		t.Errorf("worker ExecStart %q, want [%s]", got, want)
+	}
+	for k, v := range base["Service"] {
+		if k != "ExecStart" && !reflect.DeepEqual(eff["Service"][k], v) {
+			t.Errorf("worker %s=%q, units/ has %q", k, eff["Service"][k], v)
+		}
+	}
+	for _, k := range []string{"DynamicUser", "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet", "SystemCallFilter", "PrivateUsers", "RestrictAddressFamilies"} {
+		if _, ok := eff["Service"][k]; !ok {
+			t.Errorf("worker has no %s=", k)
+		}
+	}
+
+	if got := r.Networking.Firewall.AllowedTCPPorts; !slices.Equal(got, []int{18450, 18451}) {
+		t.Errorf("firewall ports %v, want [18450 18451]", got)
+	}
+	checkNginx(t, r, "127.0.0.1:18450", "127.0.0.1:18451")
+}
+
+func checkNginx(t *testing.T, r *evalResult, servers ...string) {
+	t.Helper()
+	if r.Nginx == nil || !r.Nginx.Enable {
+		t.Fatalf("nginx not enabled: %+v", r.Nginx)
+	}
+	var got []string
+	for s := range r.Nginx.Upstreams["lodis"].Servers {
+		got = append(got, s)
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, servers) {
+		t.Errorf("nginx upstream lodis: %q, want %q", got, servers)
+	}
+	if p := r.Nginx.VirtualHosts["lodis"].Locations["/"].ProxyPass; p != "http://lodis" {
+		t.Errorf("nginx virtual host lodis proxies to %q, want http://lodis", p)
+	}
+}
+
+// TestModuleListenAddress covers the address forms: IPv4, IPv6 and the
+// wildcards, which nginx reaches on loopback.
+func TestModuleListenAddress(t *testing.T) {
+	for _, tc := range []struct{ addr, listen, upstream string }{
+		{"::1", "[::1]:18460", "[::1]:18460"},
+		{"::", "[::]:18460", "[::1]:18460"},
+		{"0.0.0.0", "0.0.0.0:18460", "127.0.0.1:18460"},
+		{"192.0.2.7", "192.0.2.7:18460", "192.0.2.7:18460"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			r := mustEval(t, lodis(map[string]any{"enable": true, "ports": []int{18460}, "listenAddress": tc.addr, "nginx": map[string]any{"enable": true}}))
+			checkSockets(t, r, []int{18460}, func(int) string { return tc.listen })
+			checkNginx(t, r, tc.upstream)
+		})
+	}
+}
+
+// TestModuleDisabled: without enable the module sets nothing.
+func TestModuleDisabled(t *testing.T) {
+	for _, cfg := range []any{map[string]any{}, lodis(map[string]any{"enable": false, "nginx": map[string]any{"enable": true}})} {
+		r := mustEval(t, cfg)
+		if len(r.Systemd.Sockets)+len(r.Systemd.Services)+len(r.Systemd.Paths)+len(r.Systemd.Packages) > 0 || len(r.Users.Users) > 0 || r.Nginx != nil {
+			t.Errorf("disabled module with %v sets %+v", cfg, r)
+		}
+	}
+}
+
+// TestModuleRejectsBadInput expects a clear error for each bad setting.
+func TestModuleRejectsBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		settings map[string]any
+		want     string
+	}{
+		{"port not a number", map[string]any{"ports": []any{"x"}}, "option `services.lodis.ports' is not of type"},
+		{"port too large", map[string]any{"ports": []int{70000}}, "option `services.lodis.ports' is not of type"},
+		{"address not a string", map[string]any{"listenAddress": 5}, "option `services.lodis.listenAddress' is not of type"},
+		{"idle timeout not a duration", map[string]any{"idleTimeout": "soon"}, "option `services.lodis.idleTimeout' is not of type"},
+		{"argument with a space", map[string]any{"extraArgs": []string{"--log-level debug"}}, "option `services.lodis.extraArgs' is not of type"},
+		{"unknown option", map[string]any{"prots": []int{1}}, "The option `services.lodis.prots' does not exist"},
+		{"port twice", map[string]any{"ports": []int{18470, 18470}}, "services.lodis.ports lists a port more than once"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.settings["enable"] = true
+			_, err := eval(t, lodis(tc.settings), "")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestModuleSupervisorAndUpgrade: enabled, the supervisor and the upgrade
+// watcher are wanted as their unit's [Install] says, when units/ has them;
+// until then the module warns instead of inventing a unit.
+func TestModuleSupervisorAndUpgrade(t *testing.T) {
+	for _, tc := range []struct {
+		option, unit, name string
+		defs               func(r *evalResult) map[string]unitDef
+	}{
+		{"supervisor", "lodis-supervisor.service", "lodis-supervisor", func(r *evalResult) map[string]unitDef { return r.Systemd.Services }},
+		{"upgrade", "lodis-upgrade.path", "lodis-upgrade", func(r *evalResult) map[string]unitDef { return r.Systemd.Paths }},
+	} {
+		t.Run(tc.option, func(t *testing.T) {
+			_, statErr := os.Stat(filepath.Join(repo, "units", tc.unit))
+			present := statErr == nil
+			on := mustEval(t, lodis(map[string]any{"enable": true, tc.option: map[string]any{"enable": true}}))
+			d, ok := tc.defs(on)[tc.name]
+			warned := slices.ContainsFunc(on.Warnings, func(w string) bool { return strings.Contains(w, tc.unit) })
+			if present {
+				want := mustUnit(t, tc.unit).wantedBy()
+				if !ok || d.OverrideStrategy != "asDropin" || !slices.Equal(d.WantedBy, want) || len(want) == 0 {
+					t.Errorf("%s: module sets %+v (present %v), want a drop-in wanted by %q (its [Install] WantedBy)", tc.unit, d, ok, want)
+				}
+				if warned {
+					t.Errorf("warning about %s although units/ has it: %q", tc.unit, on.Warnings)
+				}
+			} else {
+				if ok {
+					t.Errorf("units/ has no %s, yet the module sets %+v", tc.unit, d)
+				}
+				if !warned {
+					t.Errorf("units/ has no %s and the module does not warn: %q", tc.unit, on.Warnings)
+				}
+			}
+			off := mustEval(t, lodis(map[string]any{"enable": true, tc.option: map[string]any{"enable": false}}))
+			if _, ok := tc.defs(off)[tc.name]; ok || len(off.Warnings) > 0 && slices.ContainsFunc(off.Warnings, func(w string) bool { return strings.Contains(w, tc.unit) }) {
+				t.Errorf("%s.enable = false still sets %s or warns: %+v", tc.option, tc.unit, off.Warnings)
+			}
+		})
+	}
+}

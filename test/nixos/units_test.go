@@ -1,0 +1,98 @@
+package nixos
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// unit is a parsed systemd unit file: section -> key -> values, in order.
+type unit map[string]map[string][]string
+
+// parseUnit reads a unit file from units/ the way systemd does for the keys
+// the tests compare: `Key=` with an empty value resets the list.
+func parseUnit(name string) (unit, error) {
+	f, err := os.Open(filepath.Join(repo, "units", name))
+	if err != nil {
+		return nil, fmt.Errorf("unit %s: %w", name, err)
+	}
+	defer f.Close()
+	u := unit{}
+	section := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		switch {
+		case l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, ";"):
+		case strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]"):
+			section = l[1 : len(l)-1]
+		default:
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || section == "" {
+				return nil, fmt.Errorf("unit %s: cannot parse %q", name, l)
+			}
+			u.set(section, strings.TrimSpace(k), strings.TrimSpace(v))
+		}
+	}
+	return u, sc.Err()
+}
+
+func (u unit) set(section, key, value string) {
+	if u[section] == nil {
+		u[section] = map[string][]string{}
+	}
+	if value == "" {
+		u[section][key] = nil
+		return
+	}
+	u[section][key] = append(u[section][key], value)
+}
+
+// withDropin returns a copy of u with a drop-in's values applied in order.
+func (u unit) withDropin(section string, dropin map[string][]string) unit {
+	out := unit{}
+	for s, kv := range u {
+		out[s] = map[string][]string{}
+		for k, v := range kv {
+			out[s][k] = append([]string(nil), v...)
+		}
+	}
+	for k, vs := range dropin {
+		if out[section] == nil {
+			out[section] = map[string][]string{}
+		}
+		if _, ok := out[section][k]; !ok {
+			out[section][k] = nil
+		}
+		for _, v := range vs {
+			out.set(section, k, v)
+		}
+	}
+	return out
+}
+
+// instance substitutes the instance name for %i in every value.
+func (u unit) instance(name string) unit {
+	out := unit{}
+	for s, kv := range u {
+		out[s] = map[string][]string{}
+		for k, vs := range kv {
+			out[s][k] = []string{} // an emptied key (CapabilityBoundingSet=) stays
+			for _, v := range vs {
+				out[s][k] = append(out[s][k], strings.ReplaceAll(v, "%i", name))
+			}
+		}
+	}
+	return out
+}
+
+// wantedBy is the unit's [Install] WantedBy=, split into targets.
+func (u unit) wantedBy() []string {
+	var out []string
+	for _, v := range u["Install"]["WantedBy"] {
+		out = append(out, strings.Fields(v)...)
+	}
+	return out
+}
