@@ -79,12 +79,15 @@ CGO_ENABLED=0 GOOS=linux GOARCH=$goarch \
   make -s install BIN="$stage/lodis" DESTDIR="$root" PREFIX=/usr GO="$GO" VERSION="$version" >/dev/null
 [ -x "$root/usr/bin/lodis" ] || die "make install left no usr/bin/lodis"
 
-# The polkit rule of the supervisor, when the tree has one.
+# The polkit rule of the supervisor, when the tree has one: the supervisor
+# manages units through it, so polkitd becomes a dependency.
+depends=systemd
 shopt -s nullglob
 rules=(packaging/polkit/*.rules)
 if [ ${#rules[@]} -gt 0 ]; then
   install -d "$root/usr/share/polkit-1/rules.d"
   install -m 0644 "${rules[@]}" "$root/usr/share/polkit-1/rules.d/"
+  depends="$depends, polkitd"
 fi
 shopt -u nullglob
 
@@ -129,7 +132,7 @@ install -m 0644 "$here/lintian-overrides" "$root/usr/share/lintian/overrides/lod
   printf 'lodis (%s) unstable; urgency=medium\n\n' "$version"
   printf '  * Built from commit %s.\n' "$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
   if tag=$(git describe --tags --abbrev=0 2>/dev/null); then range="$tag..HEAD"; else range=HEAD; fi
-  git log --no-merges --format='%s' -n 50 "$range" 2>/dev/null | cut -c1-74 | sed 's/^/  * /'
+  { git log --no-merges --format='%s' -n 50 "$range" 2>/dev/null || true; } | cut -c1-74 | sed 's/^/  * /'
   printf '\n -- %s  %s\n' "$DEB_MAINTAINER" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")"
 } | gzip -9n >"$doc/changelog.gz"
 
@@ -159,7 +162,7 @@ size=$(find "$root" ! -path "$root/DEBIAN*" ! -path "$root" -printf '%y %s\n' |
   awk '$1 == "f" { s += int(($2 + 1023) / 1024); next } { s += 1 } END { print s }')
 
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$DEB_MAINTAINER|" \
-  -e "s|@INSTALLED_SIZE@|$size|" "$here/control.in" >"$root/DEBIAN/control"
+  -e "s|@INSTALLED_SIZE@|$size|" -e "s|@DEPENDS@|$depends|" "$here/control.in" >"$root/DEBIAN/control"
 (cd "$root" && find usr -type f -print0 | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
 chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
 

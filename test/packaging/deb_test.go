@@ -172,7 +172,11 @@ func TestDebContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for field, wantv := range map[string]string{"Package": "lodis", "Architecture": strings.TrimSpace(string(arch)), "Depends": "systemd"} {
+	depends := "systemd"
+	if len(rules) > 0 {
+		depends += ", polkitd" // the supervisor acts through its polkit rule
+	}
+	for field, wantv := range map[string]string{"Package": "lodis", "Architecture": strings.TrimSpace(string(arch)), "Depends": depends} {
 		if got, err := debField(deb, field); err != nil || got != wantv {
 			t.Errorf("control field %s = %q (%v), want %q", field, got, err, wantv)
 		}

@@ -200,6 +200,7 @@ func TestDebLifecycle(t *testing.T) {
 		}
 		want := enabledOnInstall(t)
 		enabled := strings.Fields(sh(ctx, t, "systemctl list-unit-files --state=enabled --plain --no-legend 'lodis*' | awk '{ print $1 }'"))
+		sort.Strings(enabled)
 		if strings.Join(enabled, " ") != strings.Join(want, " ") {
 			t.Errorf("enabled lodis units after install: %q, want %q (no port: ports are the operator's choice)", enabled, want)
 		}
