@@ -24,7 +24,7 @@ buildGo126Module {
       !(builtins.elem (lib.removePrefix (toString ../. + "/") (toString path)) [ "bin" "dist" ".demo" "result" ]);
   };
 
-  vendorHash = "sha256-ShT3dqc97dR0w7/S/Mbll0XEV0tDM0CRaq+7lK31KOs=";
+  vendorHash = "sha256-agXQdtrrgy3rQURQ+HBwLn/WGpX08zUzGfkrJiXfQO0=";
 
   subPackages = [ "cmd/lodis" ];
   env.CGO_ENABLED = "0";

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -164,8 +165,8 @@ func (l *load) Stop() (ok int64, failed []string) {
 
 // TestDebLifecycle installs the package with apt-get in a real systemd,
 // enables a port, installs it again over itself and upgrades it (dpkg -i)
-// under load, removes it, installs it again and purges it; each step checks
-// what an operator would see.
+// under load, drops a new binary, removes the package, installs it again and
+// purges it; each step checks what an operator would see.
 func TestDebLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -299,6 +300,43 @@ func TestDebLifecycle(t *testing.T) {
 		}
 	})
 
+	dropVersion := newVersion + "+drop"
+	step("dropping a new binary upgrades", func(t *testing.T) {
+		bin := filepath.Join(t.TempDir(), "lodis")
+		c := exec.CommandContext(ctx, "make", "-s", "-C", repo, "build", "BIN="+bin, "VERSION="+dropVersion)
+		c.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("make build: %v: %s", err, out)
+		}
+		b, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := startLoad(port1)
+		// As README.Debian says: write beside the drop, then rename into place.
+		tmp := "/var/lib/lodis/incoming/.lodis.tmp"
+		if err := mach.WriteFile(tmp, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(mach.Root, tmp), filepath.Join(mach.Root, "/var/lib/lodis/incoming/lodis")); err != nil {
+			t.Fatal(err)
+		}
+		err = machine.WaitFor(ctx, 90*time.Second, func() (bool, string) {
+			h, err := getHealth(ctx, port1)
+			return err == nil && h.Version == dropVersion, fmt.Sprintf("health %+v, %v", h, err)
+		})
+		ok, failed := l.Stop()
+		if err != nil {
+			t.Fatalf("the drop was not rolled out: %v\n%s", err, sh(ctx, t, "journalctl -u lodis-upgrade --no-pager | tail -n 20"))
+		}
+		if len(failed) > 0 || ok < 20 {
+			t.Errorf("during the drop's roll-out: %d answered, %d failed (first: %v)", ok, len(failed), first(failed))
+		}
+		if cur := sh(ctx, t, "readlink /var/lib/lodis/current"); !strings.HasPrefix(cur, "/var/lib/lodis/releases/") && !strings.HasPrefix(cur, "releases/") {
+			t.Errorf("/var/lib/lodis/current -> %q, want a release under /var/lib/lodis/releases", cur)
+		}
+	})
+
 	step("remove stops every lodis unit", func(t *testing.T) {
 		sh(ctx, t, "systemctl enable --now lodis@"+port2+".socket")
 		if _, err := getHealth(ctx, port2); err != nil {
@@ -324,8 +362,14 @@ func TestDebLifecycle(t *testing.T) {
 			if s := mach.State(ctx, "lodis@"+p+".socket"); !serving(s) {
 				t.Errorf("lodis@%s.socket is %s, want active", p, s)
 			}
-			if h, err := getHealth(ctx, p); err != nil || h.Version != newVersion {
-				t.Errorf("port %s: %+v, %v; want version %s", p, h, err, newVersion)
+			// The dropped release stays current: the package does not switch it.
+			if h, err := getHealth(ctx, p); err != nil || h.Version != dropVersion {
+				t.Errorf("port %s: %+v, %v; want version %s", p, h, err, dropVersion)
+			}
+		}
+		for _, u := range enabledOnInstall(t) {
+			if s := mach.State(ctx, u); !strings.HasPrefix(s, "active/") {
+				t.Errorf("%s is %s after installing again, want active", u, s)
 			}
 		}
 	})
