@@ -325,6 +325,13 @@ func TestDebLifecycle(t *testing.T) {
 			h, err := getHealth(ctx, port1)
 			return err == nil && h.Version == dropVersion, fmt.Sprintf("health %+v, %v", h, err)
 		})
+		if err == nil {
+			// The run ends after the canary has been watched.
+			err = machine.WaitFor(ctx, 60*time.Second, func() (bool, string) {
+				s := mach.Prop(ctx, "lodis-upgrade.service", "ActiveState") + "/" + mach.Prop(ctx, "lodis-upgrade.service", "Result")
+				return s == "inactive/success", "lodis-upgrade.service " + s
+			})
+		}
 		ok, failed := l.Stop()
 		if err != nil {
 			t.Fatalf("the drop was not rolled out: %v\n%s", err, sh(ctx, t, "journalctl -u lodis-upgrade --no-pager | tail -n 20"))
@@ -344,7 +351,8 @@ func TestDebLifecycle(t *testing.T) {
 		}
 		apt(ctx, t, "remove", "lodis")
 		if active := activeLodisUnits(ctx, t); len(active) > 0 {
-			t.Errorf("after apt-get remove these lodis units are not inactive: %q", active)
+			t.Errorf("after apt-get remove these lodis units are not inactive: %q\n%s", active,
+				sh(ctx, t, "journalctl --no-pager -n 40 -u 'lodis*'"))
 		}
 		for _, p := range []string{port1, port2} {
 			if err := refused(p); err != nil {
