@@ -5,6 +5,7 @@ DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 UNITDIR ?= $(LIBDIR)/systemd/system
+POLKITDIR ?= $(PREFIX)/share/polkit-1/rules.d
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 GO ?= go
@@ -67,6 +68,8 @@ install: $(BIN)
 	for u in $(UNITS); do sed 's|@BINDIR@|$(BINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 	sed 's|@BINDIR@|$(BINDIR)|g' units/lodis.tmpfiles > $(DESTDIR)$(LIBDIR)/tmpfiles.d/lodis.conf
 	install -m 0644 units/lodis.sysusers $(DESTDIR)$(LIBDIR)/sysusers.d/lodis.conf
+	install -d $(DESTDIR)$(POLKITDIR)
+	install -m 0644 packaging/polkit/50-lodis.rules $(DESTDIR)$(POLKITDIR)/50-lodis.rules
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 	  systemd-sysusers lodis.conf && systemd-tmpfiles --create lodis.conf && systemctl daemon-reload; \
 	  echo "installed; enable a port with: systemctl enable --now lodis@8080.socket"; \
@@ -74,6 +77,7 @@ install: $(BIN)
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/lodis $(DESTDIR)$(LIBDIR)/tmpfiles.d/lodis.conf $(DESTDIR)$(LIBDIR)/sysusers.d/lodis.conf
+	rm -f $(DESTDIR)$(POLKITDIR)/50-lodis.rules
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 
 # bench-upgrade: 10 ports at 2,000 req/s; a drop, the naive restart baseline,

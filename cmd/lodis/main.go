@@ -8,8 +8,10 @@ import (
 	"os"
 
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/nginxconf"
 	"github.com/lodis/lodis/internal/upgrade"
 	"github.com/lodis/lodis/internal/worker"
+	"github.com/lodis/lodis/supervisor"
 )
 
 type command struct {
@@ -18,17 +20,20 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":    {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
-	"version":  {version, "print version, commit, Go version and binary sha256"},
-	"selftest": {worker.Selftest, "serve /__/health on a loopback port, check it, exit 0 (upgrade validation)"},
-	"upgrade":  {upgrade.Main, "validate the binary dropped in /var/lib/lodis/incoming and roll it out"},
-	"releases": {upgrade.Releases, "list releases: active, previous, rejected with reasons"},
-	"rollback": {upgrade.Rollback, "return every running port to the previous release"},
-	"keygen":   {upgrade.Keygen, "make an ed25519 key pair for signing releases"},
-	"sign":     {upgrade.Sign, "write the detached signature (lodis.sig) of a binary"},
+	"serve":        {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
+	"supervise":    {supervisor.Main, "keep every lodis@PORT instance healthy through systemd's D-Bus API"},
+	"status":       {supervisor.StatusMain, "show the instances: socket, worker, pid, version, uptime, restarts, health"},
+	"nginx-config": {nginxconf.Main, "print an nginx upstream and server block over the enabled ports"},
+	"version":      {version, "print version, commit, Go version and binary sha256"},
+	"selftest":     {worker.Selftest, "serve /__/health on a loopback port, check it, exit 0 (upgrade validation)"},
+	"upgrade":      {upgrade.Main, "validate the binary dropped in /var/lib/lodis/incoming and roll it out"},
+	"releases":     {upgrade.Releases, "list releases: active, previous, rejected with reasons"},
+	"rollback":     {upgrade.Rollback, "return every running port to the previous release"},
+	"keygen":       {upgrade.Keygen, "make an ed25519 key pair for signing releases"},
+	"sign":         {upgrade.Sign, "write the detached signature (lodis.sig) of a binary"},
 }
 
-var order = []string{"serve", "version", "selftest", "upgrade", "releases", "rollback", "keygen", "sign"}
+var order = []string{"serve", "supervise", "status", "nginx-config", "version", "selftest", "upgrade", "releases", "rollback", "keygen", "sign"}
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -61,7 +66,7 @@ func version(args []string, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: lodis COMMAND [flags]\n\ncommands:")
 	for _, n := range order {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].help)
+		fmt.Fprintf(w, "  %-13s %s\n", n, commands[n].help)
 	}
 	fmt.Fprintln(w, "\nrun 'lodis COMMAND -h' for a command's flags")
 }

@@ -1,0 +1,149 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/lodis/lodis/activation"
+	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/logging"
+)
+
+// Config is what `lodis supervise` is told by its flags.
+type Config struct {
+	Options
+	Socket      string // status API socket
+	Group       string // group of the status socket
+	Hook        string // --on-event script
+	HookTimeout time.Duration
+	RingSize    int
+	LogLevel    string
+	LogFormat   string
+}
+
+// ParseFlags parses `lodis supervise` arguments. Errors are one line.
+func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("lodis supervise", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&c.Bus.User, "user", false, "watch the calling user's service manager instead of the system manager")
+	fs.StringVar(&c.Bus.Address, "bus", "", "D-Bus address of systemd (default: /run/systemd/private as root, else the system bus; with --user the session bus)")
+	fs.StringVar(&c.Socket, "status-socket", "", "status API unix socket (default "+DefaultSocket+", with --user $XDG_RUNTIME_DIR/lodis/supervisor.sock)")
+	fs.StringVar(&c.Group, "status-group", "lodis", "group given access (mode 0660) to the status socket; \"\" to leave it as created")
+	fs.DurationVar(&c.ProbeInterval, "probe-interval", DefaultProbeInterval, "how often running workers are health-probed")
+	fs.DurationVar(&c.ProbeTimeout, "probe-timeout", DefaultProbeTimeout, "timeout of one health probe")
+	fs.IntVar(&c.ProbeFailures, "probe-failures", DefaultProbeFailures, "failed probes in a row before a running worker is restarted as hung")
+	fs.DurationVar(&c.WakeProbeInterval, "wake-probe-interval", 0, "probe idle ports end to end this often, starting a worker; 0 = never")
+	fs.DurationVar(&c.BackoffMax, "backoff-max", DefaultBackoffMax, "longest delay between remedies of one kind on one instance")
+	fs.StringVar(&c.Hook, "on-event", "", "script run once per event, with the event in LODIS_EVENT_* environment variables")
+	fs.DurationVar(&c.HookTimeout, "on-event-timeout", DefaultHookTimeout, "kill the --on-event script after this long")
+	fs.IntVar(&c.RingSize, "events", DefaultRingSize, "how many recent events to keep in memory")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: lodis supervise [flags]")
+			fs.PrintDefaults()
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case c.ProbeInterval <= 0:
+		return nil, fmt.Errorf("bad -probe-interval %v: must be positive", c.ProbeInterval)
+	case c.ProbeTimeout <= 0 || c.ProbeTimeout > c.ProbeInterval:
+		return nil, fmt.Errorf("bad -probe-timeout %v: must be positive and at most -probe-interval (%v)", c.ProbeTimeout, c.ProbeInterval)
+	case c.ProbeFailures < 1:
+		return nil, fmt.Errorf("bad -probe-failures %d: must be at least 1", c.ProbeFailures)
+	case c.WakeProbeInterval < 0:
+		return nil, fmt.Errorf("bad -wake-probe-interval %v: must not be negative", c.WakeProbeInterval)
+	case c.WakeProbeInterval > 0 && c.WakeProbeInterval < time.Minute:
+		return nil, fmt.Errorf("bad -wake-probe-interval %v: a wake probe starts a worker; use a minute or more", c.WakeProbeInterval)
+	case c.BackoffMax < time.Second:
+		return nil, fmt.Errorf("bad -backoff-max %v: must be at least 1s", c.BackoffMax)
+	case c.HookTimeout <= 0:
+		return nil, fmt.Errorf("bad -on-event-timeout %v: must be positive", c.HookTimeout)
+	case c.RingSize < 1 || c.RingSize > 1_000_000:
+		return nil, fmt.Errorf("bad -events %d: want 1 to 1000000", c.RingSize)
+	}
+	if c.Hook != "" {
+		if err := CheckHook(c.Hook); err != nil {
+			return nil, fmt.Errorf("bad -on-event: %w", err)
+		}
+	}
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+		if c.Bus.User {
+			if os.Getenv("XDG_RUNTIME_DIR") == "" {
+				return nil, errors.New("--user needs XDG_RUNTIME_DIR (or pass --status-socket)")
+			}
+			c.Socket = UserSocket()
+		}
+	}
+	return c, nil
+}
+
+// Main runs `lodis supervise` and returns the exit code: 0 after SIGTERM,
+// 2 for bad flags, 1 when the status socket cannot be opened.
+func Main(args []string, stderr io.Writer) int {
+	cfg, err := ParseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
+		return 2
+	}
+	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	metrics := NewMetrics()
+	events := NewEvents(cfg.RingSize, log)
+	events.Subscribe(metrics.CountEvent)
+	if cfg.Hook != "" {
+		h := &Hook{Path: cfg.Hook, Timeout: cfg.HookTimeout, Log: log,
+			Done: func(_ Event, outcome string, _ error) { metrics.CountHook(outcome) }}
+		h.Start(ctx)
+		defer h.Wait()
+		events.Subscribe(func(e Event) { h.Offer(e) })
+	}
+	o := cfg.Options
+	o.Events, o.Metrics, o.Log = events, metrics, log
+	o.Notifier = &activation.SystemdNotifier{Log: log}
+	sup, err := New(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
+		return 2
+	}
+	l, err := ListenUnix(cfg.Socket, cfg.Group)
+	if err != nil {
+		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
+		return 1
+	}
+	defer os.Remove(cfg.Socket)
+	api := &API{Sup: sup, Events: events, Metrics: metrics, Log: log, Version: buildinfo.Version}
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- api.Serve(ctx, l) }()
+	log.WithField("status_socket", cfg.Socket).WithField("version", buildinfo.Version).Info("lodis supervisor starting")
+	sup.Run(ctx)
+	if err := <-apiErr; err != nil {
+		log.WithError(err).Error("status API failed")
+		return 1
+	}
+	return 0
+}

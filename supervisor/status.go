@@ -1,0 +1,213 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Client reads the status API over its unix socket.
+type Client struct {
+	Socket string
+	http   *http.Client
+}
+
+// NewClient returns a client of the API listening on socket.
+func NewClient(socket string) *Client {
+	return &Client{Socket: socket, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		}}}}
+}
+
+// Get fetches path (e.g. "/v1/instances") and decodes the JSON answer into v.
+func (c *Client) Get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://supervisor"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ue *net.OpError
+		if errors.As(err, &ue) {
+			return fmt.Errorf("supervisor not reachable at %s: %w", c.Socket, ue.Err)
+		}
+		return fmt.Errorf("supervisor not reachable at %s: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read %s from the supervisor: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("supervisor answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return json.Unmarshal(b, v)
+}
+
+// StatusMain runs `lodis status`: the instances as the supervisor sees them,
+// or, when the supervisor is not running, their unit states read from
+// systemd directly (without health, version or restarts).
+func StatusMain(args []string, stderr io.Writer) int {
+	return statusMain(args, os.Stdout, stderr)
+}
+
+func statusMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("lodis status", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	asJSON := fs.Bool("json", false, "print JSON (the supervisor's /v1/instances)")
+	user := fs.Bool("user", false, "the user manager's instances")
+	socket := fs.String("status-socket", "", "the supervisor's status socket (default "+DefaultSocket+")")
+	bus := fs.String("bus", "", "D-Bus address of systemd for the fallback (default as for supervise)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: lodis status [--json] [--user] [--status-socket PATH]")
+			fs.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(stderr, "lodis status: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "lodis status: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *socket == "" {
+		*socket = DefaultSocket
+		if *user {
+			*socket = UserSocket()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var snap Snapshot
+	err := NewClient(*socket).Get(ctx, "/v1/instances", &snap)
+	fallback := false
+	if err != nil {
+		fmt.Fprintf(stderr, "lodis status: %v; reading unit states from systemd instead (no health, version or restarts: start the supervisor with 'systemctl start lodis-supervisor')\n", err)
+		units, berr := readUnits(ctx, BusOptions{User: *user, Address: *bus})
+		if berr != nil {
+			fmt.Fprintf(stderr, "lodis status: %v\n", berr)
+			return 1
+		}
+		snap, fallback = fromUnits(units), true
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(snap)
+		return 0
+	}
+	printTable(stdout, snap, fallback, time.Now())
+	return 0
+}
+
+func readUnits(ctx context.Context, o BusOptions) ([]UnitState, error) {
+	b, err := DialBus(o)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return b.ListUnits(ctx, "lodis@*.socket", "lodis@*.service")
+}
+
+// fromUnits builds a snapshot from unit states alone.
+func fromUnits(units []UnitState) Snapshot {
+	by := map[string]*InstanceStatus{}
+	for _, u := range units {
+		port, typ, ok := ParseUnit(u.Name)
+		if !ok {
+			continue
+		}
+		st := by[port]
+		if st == nil {
+			st = &InstanceStatus{Port: port, Socket: "not-loaded", Worker: "inactive/dead"}
+			by[port] = st
+		}
+		if typ == "socket" {
+			st.Socket, st.SocketResult = u.State(), u.Result
+		} else {
+			st.Worker, st.WorkerResult = u.State(), u.Result
+			if u.ActiveState == "active" {
+				st.PID = u.MainPID
+				if !u.ActiveEnter.IsZero() {
+					st.UptimeSeconds = time.Since(u.ActiveEnter).Seconds()
+				}
+			}
+		}
+	}
+	snap := Snapshot{Instances: []InstanceStatus{}}
+	for _, st := range by {
+		snap.Instances = append(snap.Instances, *st)
+	}
+	sort.Slice(snap.Instances, func(i, j int) bool { return portLess(snap.Instances[i].Port, snap.Instances[j].Port) })
+	return snap
+}
+
+// printTable prints the snapshot like `systemctl list-units`.
+func printTable(w io.Writer, snap Snapshot, fallback bool, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tSOCKET\tWORKER\tPID\tVERSION\tUPTIME\tRESTARTS\tHEALTH")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	for _, in := range snap.Instances {
+		sock, work := in.Socket, in.Worker
+		if in.SocketResult != "" && in.SocketResult != "success" {
+			sock += " (" + in.SocketResult + ")"
+		}
+		if in.WorkerResult != "" && in.WorkerResult != "success" && !strings.HasPrefix(work, "active") {
+			work += " (" + in.WorkerResult + ")"
+		}
+		pid, up, restarts, health := "-", "-", fmt.Sprint(in.Restarts), "-"
+		if in.PID != 0 {
+			pid = fmt.Sprint(in.PID)
+		}
+		if in.UptimeSeconds > 0 {
+			up = (time.Duration(in.UptimeSeconds) * time.Second).String()
+		}
+		if fallback {
+			restarts = "-"
+		}
+		if h := in.Health; h != nil {
+			ago := now.Sub(h.At).Round(time.Second)
+			if h.OK {
+				health = fmt.Sprintf("ok %.1fms, %s ago", h.LatencyMS, ago)
+			} else {
+				health = fmt.Sprintf("FAILING x%d (%s), %s ago", h.Failures, shorten(h.Error, 40), ago)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Port, sock, work, pid, dash(in.Version), up, restarts, health)
+	}
+	tw.Flush()
+	switch {
+	case fallback:
+		fmt.Fprintf(w, "\n%d instances (from systemd; supervisor not running)\n", len(snap.Instances))
+	case !snap.Connected:
+		fmt.Fprintf(w, "\n%d instances; supervisor pid %d CANNOT REACH systemd (states may be stale)\n", len(snap.Instances), snap.PID)
+	default:
+		fmt.Fprintf(w, "\n%d instances; supervisor pid %d, version %s, up %s\n", len(snap.Instances), snap.PID,
+			snap.Version, now.Sub(snap.Since).Round(time.Second))
+	}
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
