@@ -8,6 +8,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)   # release signature interop test
 command -v lintian >/dev/null || need+=(lintian)
 command -v nix-instantiate >/dev/null || need+=(nix-bin)
+command -v nginx >/dev/null || need+=(nginx-light)  # supervisor chaos test and benchmark
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "missing: ${need[*]} — install them as root: apt-get install -y ${need[*]}" >&2
