@@ -869,7 +869,14 @@ func (s *Supervisor) updateGauges() {
 	}
 	s.o.Metrics.instances.Reset()
 	for _, in := range s.instances {
-		s.o.Metrics.instances.WithLabelValues(in.socket.ActiveState, in.service.ActiveState).Inc()
+		sock, work := in.socket.ActiveState, in.service.ActiveState
+		if sock == "" || !in.socketSeen {
+			sock = "inactive"
+		}
+		if work == "" || !in.serviceSeen {
+			work = "inactive"
+		}
+		s.o.Metrics.instances.WithLabelValues(sock, work).Inc()
 	}
 }
 

@@ -1,0 +1,170 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/sirupsen/logrus"
+)
+
+// fakeConn stands in for systemd in unit tests of the state machine: it
+// records the calls and lets the test send signals.
+type fakeConn struct {
+	mu      sync.Mutex
+	calls   []string
+	units   []UnitState
+	listen  map[string]string
+	sigs    chan *dbus.Signal
+	closed  bool
+	failJob error
+}
+
+func newFake(units ...UnitState) *fakeConn {
+	return &fakeConn{units: units, listen: map[string]string{}, sigs: make(chan *dbus.Signal, 64)}
+}
+
+func (f *fakeConn) record(s string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, s)
+	return f.failJob
+}
+func (f *fakeConn) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+func (f *fakeConn) StartUnit(_ context.Context, n string) error   { return f.record("start " + n) }
+func (f *fakeConn) StopUnit(_ context.Context, n string) error    { return f.record("stop " + n) }
+func (f *fakeConn) RestartUnit(_ context.Context, n string) error { return f.record("restart " + n) }
+func (f *fakeConn) ResetFailedUnit(_ context.Context, n string) error {
+	f.record("reset-failed " + n)
+	return nil
+}
+func (f *fakeConn) UnitState(_ context.Context, n string) (UnitState, error) {
+	for _, u := range f.units {
+		if u.Name == n {
+			return u, nil
+		}
+	}
+	return UnitState{Name: n, LoadState: "not-loaded", ActiveState: "inactive", SubState: "dead"}, nil
+}
+func (f *fakeConn) ListUnits(context.Context, ...string) ([]UnitState, error) { return f.units, nil }
+func (f *fakeConn) ListenAddress(_ context.Context, s string) (string, error) {
+	return f.listen[s], nil
+}
+func (f *fakeConn) signals() <-chan *dbus.Signal { return f.sigs }
+func (f *fakeConn) where() string                { return "fake" }
+func (f *fakeConn) Connected() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.closed
+}
+func (f *fakeConn) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+}
+
+// propsSignal is the PropertiesChanged signal systemd sends for unit.
+func propsSignal(unit, iface string, props map[string]any) *dbus.Signal {
+	ch := map[string]dbus.Variant{}
+	for k, v := range props {
+		ch[k] = dbus.MakeVariant(v)
+	}
+	path := unitPathPrefix + strings.NewReplacer("@", "_40", ".", "_2e").Replace(unit)
+	return &dbus.Signal{Path: dbus.ObjectPath(path), Name: propsChanged, Body: []any{iface, ch, []string{}}}
+}
+
+func unitSignal(unit, active, sub string) *dbus.Signal {
+	return propsSignal(unit, unitIface, map[string]any{"ActiveState": active, "SubState": sub})
+}
+
+func quietLog() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// harness runs a Supervisor against fake connections handed out in order.
+type harness struct {
+	t      *testing.T
+	sup    *Supervisor
+	events *Events
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startHarness(t *testing.T, o Options, conns ...*fakeConn) *harness {
+	t.Helper()
+	var mu sync.Mutex
+	i := 0
+	o.dial = func() (conn, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if i >= len(conns) {
+			return nil, fmt.Errorf("no bus here")
+		}
+		i++
+		return conns[i-1], nil
+	}
+	h := &harness{t: t, events: NewEvents(256, nil), done: make(chan struct{})}
+	o.Events, o.Log = h.events, quietLog()
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	sup, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sup = sup
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { sup.Run(ctx); close(h.done) }()
+	t.Cleanup(func() { cancel(); <-h.done })
+	return h
+}
+
+// waitFor polls cond for up to 3 s.
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s; events:%s", what, h.describe())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (h *harness) describe() string {
+	var b strings.Builder
+	for _, e := range h.events.Since(0) {
+		fmt.Fprintf(&b, "\n  #%d %s %s %s→%s %s %s: %s", e.Seq, e.Kind, e.Unit, e.From, e.To, e.Action, e.Result, e.Message)
+	}
+	return b.String()
+}
+
+func (h *harness) find(match func(Event) bool) (Event, bool) {
+	for _, e := range h.events.Since(0) {
+		if match(e) {
+			return e, true
+		}
+	}
+	return Event{}, false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

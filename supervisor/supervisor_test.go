@@ -1,0 +1,230 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+func socketState(port, active, sub, result string) UnitState {
+	return UnitState{Name: SocketUnit(port), LoadState: "loaded", ActiveState: active, SubState: sub, Result: result}
+}
+
+func serviceState(port, active, sub, result string, pid uint32) UnitState {
+	return UnitState{Name: ServiceUnit(port), LoadState: "loaded", ActiveState: active, SubState: sub, Result: result, MainPID: pid}
+}
+
+func TestFailedSocketAtStartIsRecovered(t *testing.T) {
+	f := newFake(socketState("8080", "failed", "failed", "trigger-limit-hit"), serviceState("8080", "inactive", "dead", "success", 0))
+	h := startHarness(t, Options{}, f)
+	h.waitFor("recover-socket remedy", func() bool {
+		_, ok := h.find(func(e Event) bool { return e.Action == "recover-socket" && e.Result == "done" })
+		return ok
+	})
+	want := []string{"reset-failed lodis@8080.service", "reset-failed lodis@8080.socket", "start lodis@8080.socket"}
+	if got := f.Calls(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("calls %v, want %v", got, want)
+	}
+}
+
+func TestAdminStopIsLeftAlone(t *testing.T) {
+	f := newFake(socketState("8081", "active", "listening", "success"))
+	h := startHarness(t, Options{}, f)
+	h.waitFor("watching", func() bool {
+		_, ok := h.find(func(e Event) bool { return e.Message == "watching lodis@8081.socket" })
+		return ok
+	})
+	f.sigs <- propsSignal(SocketUnit("8081"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "success"})
+	f.sigs <- unitSignal(SocketUnit("8081"), "inactive", "dead")
+	h.waitFor("stop event", func() bool {
+		_, ok := h.find(func(e Event) bool { return e.To == "inactive/dead" && strings.Contains(e.Message, "left stopped") })
+		return ok
+	})
+	time.Sleep(100 * time.Millisecond)
+	if c := f.Calls(); len(c) != 0 {
+		t.Errorf("supervisor acted on an administrator's stop: %v", c)
+	}
+}
+
+func TestCrashedWorkerIsResetWithBackoff(t *testing.T) {
+	f := newFake(socketState("8082", "active", "listening", "success"), serviceState("8082", "active", "running", "success", 42))
+	h := startHarness(t, Options{}, f)
+	h.waitFor("watching", func() bool { _, ok := h.find(func(e Event) bool { return e.Instance == "8082" }); return ok })
+	crash := func(pid uint32) {
+		f.sigs <- propsSignal(ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
+		f.sigs <- unitSignal(ServiceUnit("8082"), "failed", "failed")
+	}
+	crash(42)
+	h.waitFor("first reset", func() bool { return contains(f.Calls(), "reset-failed lodis@8082.service") })
+	e, _ := h.find(func(e Event) bool { return e.To == "failed/failed" })
+	if e.From != "active/running" || e.Result != "signal" {
+		t.Errorf("failure event %+v, want from active/running, result signal", e)
+	}
+	// The second crash of a streak waits 1 s: no call right away.
+	f.sigs <- propsSignal(ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "success", "MainPID": uint32(43)})
+	f.sigs <- unitSignal(ServiceUnit("8082"), "active", "running")
+	crash(43)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(f.Calls()); n != 1 {
+		t.Errorf("%d calls 300 ms after a second crash, want 1 (backoff)", n)
+	}
+	h.waitFor("second reset after backoff", func() bool { return len(f.Calls()) == 2 })
+	snap, _ := h.sup.Snapshot(context.Background())
+	if len(snap.Instances) != 1 || snap.Instances[0].Restarts != 2 {
+		t.Errorf("snapshot %+v, want one instance with 2 restarts", snap.Instances)
+	}
+}
+
+func TestHungWorkerIsRestarted(t *testing.T) {
+	var hang atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			<-r.Context().Done()
+			return
+		}
+		fmt.Fprint(w, `{"pid":7,"version":"v9","requests":1,"open_conns":1}`)
+	}))
+	defer srv.Close()
+	f := newFake(socketState("8083", "active", "running", "success"), serviceState("8083", "active", "running", "success", 7))
+	f.listen[SocketUnit("8083")] = srv.Listener.Addr().String()
+	h := startHarness(t, Options{ProbeInterval: 50 * time.Millisecond, ProbeTimeout: 40 * time.Millisecond, ProbeFailures: 3}, f)
+	h.waitFor("a healthy probe", func() bool {
+		s, _ := h.sup.Snapshot(context.Background())
+		return len(s.Instances) == 1 && s.Instances[0].Health != nil && s.Instances[0].Health.OK && s.Instances[0].Version == "v9"
+	})
+	if c := f.Calls(); len(c) != 0 {
+		t.Fatalf("calls for a healthy worker: %v", c)
+	}
+	hang.Store(true)
+	// The quiet worker is not probed again unless it served traffic: mark
+	// it busy by a new process id, then let it hang.
+	f.sigs <- propsSignal(ServiceUnit("8083"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(8)})
+	f.sigs <- unitSignal(ServiceUnit("8083"), "active", "running")
+	h.waitFor("restart", func() bool { return contains(f.Calls(), "restart lodis@8083.service") })
+	fails := 0
+	for _, e := range h.events.Since(0) {
+		if e.Kind == KindProbe && e.Result == "failed" {
+			fails++
+		}
+	}
+	if fails != 2 { // the first failure and the one that reached the limit
+		t.Errorf("%d probe-failure events, want 2:%s", fails, h.describe())
+	}
+}
+
+func TestQuietWorkerIsNotProbedAgain(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := hits.Add(1)
+		fmt.Fprintf(w, `{"pid":7,"requests":%d,"open_conns":1}`, n)
+	}))
+	defer srv.Close()
+	f := newFake(socketState("8084", "active", "running", "success"), serviceState("8084", "active", "running", "success", 7))
+	f.listen[SocketUnit("8084")] = srv.Listener.Addr().String()
+	startHarness(t, Options{ProbeInterval: 20 * time.Millisecond, ProbeTimeout: 15 * time.Millisecond}, f)
+	time.Sleep(400 * time.Millisecond)
+	// Probe 1 (new pid) and probe 2 (first saw requests=1 only… the
+	// worker's only traffic is the probes, so probing stops).
+	if n := hits.Load(); n < 1 || n > 2 {
+		t.Errorf("a quiet worker was probed %d times in 20 intervals, want 1 or 2 (so it can exit when idle)", n)
+	}
+}
+
+func TestBusLossReconnects(t *testing.T) {
+	f1 := newFake(socketState("8085", "active", "listening", "success"))
+	f2 := newFake(socketState("8085", "failed", "failed", "resources"))
+	h := startHarness(t, Options{}, f1, f2)
+	h.waitFor("first connection", func() bool { s, _ := h.sup.Snapshot(context.Background()); return s.Connected && len(s.Instances) == 1 })
+	close(f1.sigs) // the bus goes away
+	h.waitFor("reconnection and recovery of what failed meanwhile", func() bool {
+		return contains(f2.Calls(), "start lodis@8085.socket")
+	})
+	lost, _ := h.find(func(e Event) bool { return e.Kind == KindSupervisor && e.Result == "lost" })
+	back, _ := h.find(func(e Event) bool {
+		return e.Kind == KindSupervisor && e.Result == "done" && strings.Contains(e.Message, "after an outage")
+	})
+	if lost.Seq == 0 || back.Seq <= lost.Seq {
+		t.Errorf("want a lost event then a reconnect event:%s", h.describe())
+	}
+}
+
+func TestUnreachableBusKeepsRunning(t *testing.T) {
+	h := startHarness(t, Options{})
+	h.waitFor("a failed connect event", func() bool {
+		_, ok := h.find(func(e Event) bool { return e.Action == "connect" && e.Result == "failed" })
+		return ok
+	})
+	s, ok := h.sup.Snapshot(context.Background())
+	if !ok || s.Connected {
+		t.Errorf("snapshot %+v ok %v, want a disconnected answer", s, ok)
+	}
+	if h.sup.Units(context.Background()) != nil {
+		t.Error("Units returned a connection while the bus is unreachable")
+	}
+}
+
+func TestNewUnitIsWatched(t *testing.T) {
+	f := newFake()
+	h := startHarness(t, Options{}, f)
+	h.waitFor("connection", func() bool { s, _ := h.sup.Snapshot(context.Background()); return s.Connected })
+	f.mu.Lock()
+	f.units = append(f.units, socketState("9090", "active", "listening", "success"))
+	f.mu.Unlock()
+	f.sigs <- &dbus.Signal{Name: managerIface + ".UnitNew", Path: "/org/freedesktop/systemd1",
+		Body: []any{SocketUnit("9090"), dbus.ObjectPath(unitPathPrefix + "lodis_409090_2esocket")}}
+	h.waitFor("the new port", func() bool {
+		s, _ := h.sup.Snapshot(context.Background())
+		return len(s.Instances) == 1 && s.Instances[0].Port == "9090" && s.Instances[0].Socket == "active/listening"
+	})
+}
+
+func TestProbeAddr(t *testing.T) {
+	for _, c := range []struct{ listen, want string }{
+		{"[::]:8080", "127.0.0.1:8080"}, {"0.0.0.0:8080", "127.0.0.1:8080"}, {"127.0.0.2:8080", "127.0.0.2:8080"},
+		{"[::1]:8080", "[::1]:8080"}, {"", "127.0.0.1:8080"}, {"8080", "127.0.0.1:8080"},
+	} {
+		if got := probeAddr(c.listen, "8080"); got != c.want {
+			t.Errorf("probeAddr(%q) = %q, want %q", c.listen, got, c.want)
+		}
+	}
+}
+
+func TestProber(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"pid":12,"version":"1.0"}`)
+	}))
+	defer ok.Close()
+	notJSON := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello") }))
+	defer notJSON.Close()
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hang.Close()
+	p := NewProber(100 * time.Millisecond)
+	ctx := context.Background()
+	if h, _, err := p.Probe(ctx, ok.Listener.Addr().String()); err != nil || h.PID != 12 {
+		t.Errorf("healthy: %+v %v", h, err)
+	}
+	if _, _, err := p.Probe(ctx, notJSON.Listener.Addr().String()); err == nil {
+		t.Error("a non-JSON answer passed the probe")
+	}
+	start := time.Now()
+	if _, _, err := p.Probe(ctx, hang.Listener.Addr().String()); err == nil {
+		t.Error("a hanging worker passed the probe")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("probe of a hanging worker took %s, want about the 100 ms timeout", d)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	if _, _, err := p.Probe(ctx, addr); err == nil {
+		t.Error("a closed port passed the probe")
+	}
+}
