@@ -6,7 +6,8 @@ import (
 )
 
 // Metrics are the supervisor's Prometheus metrics, in a registry of their
-// own (plus the Go and process collectors), served at GET /metrics:
+// own (plus the process collector: process_resident_memory_bytes, …),
+// served at GET /metrics:
 //
 //	lodis_instances{socket,worker}               instances by ActiveState of socket and worker
 //	lodis_remedies_total{kind,result}            remedies by kind (recover-socket, reset-failed, restart) and result
@@ -42,8 +43,10 @@ func NewMetrics() *Metrics {
 		busConnected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lodis_bus_connected",
 			Help: "1 while the supervisor is connected to systemd's D-Bus API."}),
 	}
+	// The process collector (RSS, CPU, fds) but not the Go collector: its
+	// runtime/metrics descriptions cost memory the supervisor keeps small.
 	m.Registry.MustRegister(m.instances, m.remedies, m.probeLatency, m.events, m.hookRuns, m.busConnected,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

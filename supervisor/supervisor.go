@@ -121,6 +121,7 @@ type instance struct {
 	pending          [nRemedies]bool
 	wakeProbeRunning bool
 	gen              [2]uint64 // signals applied to the socket [0] and the service [1]
+	fetching         [2]bool   // a read of the socket [0] / service [1] is under way
 	announced        bool      // the "watching" event was emitted
 	unloadedAt       time.Time // when both units were last seen unloaded
 }
@@ -539,7 +540,7 @@ func (s *Supervisor) onChange(ctx context.Context, c unitChange) {
 			applyProps(&u, c.Props)
 			s.setUnit(in, typ, u, false)
 		}
-		if c.New || !seen {
+		if (c.New || !seen) && (in == nil || !in.fetching[typIndex(typ)]) {
 			s.fetch(ctx, c.Unit, in)
 		}
 	}
@@ -548,11 +549,14 @@ func (s *Supervisor) onChange(ctx context.Context, c unitChange) {
 // fetch reads a unit that just appeared (enabled, started, or referenced)
 // off the Run goroutine.
 func (s *Supervisor) fetch(ctx context.Context, unit string, in *instance) {
-	_, typ, _ := ParseUnit(unit)
-	var gen uint64
-	if in != nil {
-		gen = in.gen[typIndex(typ)]
+	port, typ, _ := ParseUnit(unit)
+	if in == nil {
+		in = s.instance(port)
 	}
+	// One read per unit at a time: while systemd reloads it answers nothing
+	// but keeps signalling, and a read per signal would pile up calls.
+	in.fetching[typIndex(typ)] = true
+	gen := in.gen[typIndex(typ)]
 	bus := s.bus
 	go func() {
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -570,6 +574,10 @@ func (s *Supervisor) fetch(ctx context.Context, unit string, in *instance) {
 }
 
 func (s *Supervisor) onFetched(f fetchResult) {
+	port, typ, _ := ParseUnit(f.unit)
+	if in := s.instances[port]; in != nil {
+		in.fetching[typIndex(typ)] = false
+	}
 	if f.err != nil {
 		s.o.Log.WithError(f.err).WithField("unit", f.unit).Debug("could not read a new unit")
 		return
@@ -577,7 +585,6 @@ func (s *Supervisor) onFetched(f fetchResult) {
 	if f.state.LoadState != "loaded" {
 		return // gone again already, or never loaded
 	}
-	port, typ, _ := ParseUnit(f.unit)
 	in := s.instance(port)
 	if typ == "socket" && f.listen != "" {
 		in.listen = f.listen

@@ -96,7 +96,7 @@ func instance(s supervisor.Snapshot, port int) (supervisor.InstanceStatus, bool)
 
 // events returns the supervisor's events about port (all when port is 0)
 // with Seq > after.
-func events(t *testing.T, port int, after uint64) []supervisor.Event {
+func events(t testing.TB, port int, after uint64) []supervisor.Event {
 	t.Helper()
 	out, err := m.Output(context.Background(), "curl", "-sf", "--unix-socket", supervisor.DefaultSocket,
 		fmt.Sprintf("http://supervisor/v1/events?since=%d", after))
@@ -116,7 +116,7 @@ func events(t *testing.T, port int, after uint64) []supervisor.Event {
 	return ev
 }
 
-func lastSeq(t *testing.T) uint64 {
+func lastSeq(t testing.TB) uint64 {
 	ev := events(t, 0, 0)
 	if len(ev) == 0 {
 		return 0
@@ -125,7 +125,7 @@ func lastSeq(t *testing.T) uint64 {
 }
 
 // waitEvent waits until an event about port after seq satisfies match.
-func waitEvent(t *testing.T, port int, after uint64, timeout time.Duration, what string, match func(supervisor.Event) bool) supervisor.Event {
+func waitEvent(t testing.TB, port int, after uint64, timeout time.Duration, what string, match func(supervisor.Event) bool) supervisor.Event {
 	t.Helper()
 	var found supervisor.Event
 	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
