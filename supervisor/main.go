@@ -137,10 +137,15 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	defer os.Remove(cfg.Socket)
 	api := &API{Sup: sup, Events: events, Metrics: metrics, Log: log, Version: buildinfo.Version}
+	// The status API failing ends the supervisor too (exit 1: systemd
+	// restarts it), rather than leaving it mute.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	apiErr := make(chan error, 1)
-	go func() { apiErr <- api.Serve(ctx, l) }()
+	go func() { apiErr <- api.Serve(runCtx, l); stopRun() }()
 	log.WithField("status_socket", cfg.Socket).WithField("version", buildinfo.Version).Info("lodis supervisor starting")
-	sup.Run(ctx)
+	sup.Run(runCtx)
+	stopRun()
 	if err := <-apiErr; err != nil {
 		log.WithError(err).Error("status API failed")
 		return 1
