@@ -24,7 +24,7 @@ buildGo126Module {
       !(builtins.elem (lib.removePrefix (toString ../. + "/") (toString path)) [ "bin" "dist" ".demo" "result" ]);
   };
 
-  vendorHash = "sha256-agXQdtrrgy3rQURQ+HBwLn/WGpX08zUzGfkrJiXfQO0=";
+  vendorHash = "sha256-Czi6WLPyLreN9bvxLOazh1lf4RLUlbBKLN8Zecry+NI=";
 
   subPackages = [ "cmd/lodis" ];
   env.CGO_ENABLED = "0";
