@@ -94,8 +94,12 @@ func demo(portRange, state string) error {
 	if _, err := m.Systemctl(ctx, append([]string{"enable", "--now"}, units...)...); err != nil {
 		return err
 	}
-	if _, err := m.Output(ctx, "systemctl", "cat", "lodis-supervisor.service"); err == nil {
-		m.Systemctl(ctx, "enable", "--now", "lodis-supervisor.service")
+	for _, u := range []string{"lodis-supervisor.service", "lodis-upgrade.path"} {
+		if _, err := m.Output(ctx, "systemctl", "cat", u); err == nil {
+			if _, err := m.Systemctl(ctx, "enable", "--now", u); err != nil {
+				return err
+			}
+		}
 	}
 	show := func() {
 		fmt.Printf("\n%-6s %-28s %-24s %s\n", "PORT", "SOCKET", "WORKER", "PID")
@@ -121,14 +125,20 @@ func demo(portRange, state string) error {
 		return fmt.Errorf("port %d did not answer: %w", mid, err)
 	}
 	fmt.Println(body)
-	show()
+	if out, err := m.Output(ctx, "lodis", "status"); err == nil {
+		fmt.Printf("\n$ lodis status\n%s", out)
+	} else {
+		show()
+	}
 	fmt.Printf(`
 The demo machine is up (a real systemd, PID 1 of a container sharing this host's network).
   curl http://127.0.0.1:%d/          any of the ports answers; idle workers exit after 30 s
   nsenter -t %d -a systemctl list-units 'lodis*'     look inside
   nsenter -t %d -a journalctl -u 'lodis@*' -f
+  nsenter -t %d -a lodis status                         the supervisor's view
+  nsenter -t %d -a sh -c 'cp /usr/bin/lodis /var/lib/lodis/incoming/lodis'   drop a binary: validated, rolled out
 Stop it with Ctrl-C here, or 'make demo-stop' from another shell.
-`, ports[0], m.Leader, m.Leader)
+`, ports[0], m.Leader, m.Leader, m.Leader, m.Leader)
 	<-ctx.Done()
 	return nil
 }
