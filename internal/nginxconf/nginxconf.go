@@ -18,6 +18,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/supervisor"
 )
 
@@ -134,7 +135,6 @@ func Main(args []string, stderr io.Writer) int { return run(args, os.Stdout, std
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("lodis nginx-config", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	c := Config{}
 	ports := fs.String("ports", "", "ports to spread over, e.g. 8080-8089 (default: the enabled lodis@PORT.socket units, read from systemd)")
 	fs.StringVar(&c.Upstream, "upstream", "lodis", "name of the upstream block")
@@ -143,19 +143,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.KeepAlive, "keepalive", 32, "idle keep-alive connections to the workers, per nginx worker process")
 	user := fs.Bool("user", false, "read the user manager's units")
 	bus := fs.String("bus", "", "D-Bus address of systemd")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "usage: lodis nginx-config [--ports LIST] [--listen ADDR] > /etc/nginx/conf.d/lodis.conf")
-			fs.PrintDefaults()
-			return 0
-		}
-		fmt.Fprintf(stderr, "lodis nginx-config: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lodis nginx-config: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if err := cli.Parse(fs, args, "lodis nginx-config [--ports LIST] [--listen ADDR] > /etc/nginx/conf.d/lodis.conf", stderr); err != nil {
+		return cli.Exit("lodis nginx-config", err, stderr)
 	}
 	if !validName(c.Upstream) {
 		fmt.Fprintf(stderr, "lodis nginx-config: bad --upstream %q: want letters, digits, '-' or '_'\n", c.Upstream)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/internal/logging"
 )
 
@@ -24,21 +25,9 @@ import (
 // validation runs it inside a sandbox before any release is switched to.
 func Selftest(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("lodis selftest", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "usage: lodis selftest [-timeout 10s]")
-			fs.PrintDefaults()
-			return 0
-		}
-		fmt.Fprintf(stderr, "lodis selftest: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lodis selftest: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if err := cli.Parse(fs, args, "lodis selftest [-timeout 10s]", stderr); err != nil {
+		return cli.Exit("lodis selftest", err, stderr)
 	}
 	if *timeout <= 0 {
 		fmt.Fprintf(stderr, "lodis selftest: bad -timeout %v: must be positive\n", *timeout)

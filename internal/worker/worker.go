@@ -5,7 +5,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/lodis/lodis/activation"
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/internal/logging"
 )
 
@@ -43,7 +43,6 @@ type Config struct {
 func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	c := &Config{}
 	fs := flag.NewFlagSet("lodis serve", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.Listen, "listen", "", "address to bind when not socket-activated, e.g. 127.0.0.1:8080")
 	fs.StringVar(&c.Port, "port", "", "port reported on /__/health (default: the socket's port)")
 	fs.StringVar(&c.SocketName, "socket-name", "", "serve only passed sockets with this FileDescriptorName= (default: all)")
@@ -55,16 +54,8 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
 	fs.Float64Var(&c.ChaosAbortRate, "chaos-abort-rate", 0, "each second, abort with this probability (0..1); for chaos demos only")
 	fs.BoolVar(&c.TestHangHealth, "test-hang-health", false, "testing only: /__/health never answers")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "usage: lodis serve [flags]")
-			fs.PrintDefaults()
-		}
+	if err := cli.Parse(fs, args, "lodis serve [flags]", stderr); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch {
 	case c.ChaosAbortRate < 0 || c.ChaosAbortRate > 1:
@@ -80,17 +71,12 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 // Main runs `lodis serve` and returns the exit code.
 func Main(args []string, stderr io.Writer) int {
 	cfg, err := ParseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "lodis serve: %v\n", err)
-		return 2
+		return cli.Exit("lodis serve", err, stderr)
 	}
 	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
-		fmt.Fprintf(stderr, "lodis serve: %v\n", err)
-		return 2
+		return cli.Exit("lodis serve", err, stderr)
 	}
 	_, activated := os.LookupEnv("LISTEN_FDS")
 	ls, err := activation.Listeners(cfg.SocketName, cfg.Listen)

@@ -1,0 +1,40 @@
+// Package cli holds what every lodis subcommand does the same way with its
+// flags: errors in one line, usage on -h, no stray arguments.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// Parse parses args with fs (which should be flag.ContinueOnError). On -h or
+// --help it prints usage and the flags' defaults to stderr and returns
+// flag.ErrHelp. A bad flag, or an argument left over after the flags, is
+// returned as a one-line error. fs's own output is discarded either way.
+func Parse(fs *flag.FlagSet, args []string, usage string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage:", usage)
+			fs.PrintDefaults()
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// Exit prints "name: err" on stderr and returns the exit code for a flag
+// error: 0 after -h (usage was printed by Parse), 2 otherwise.
+func Exit(name string, err error, stderr io.Writer) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	return 2
+}
