@@ -70,7 +70,17 @@ type Table struct {
 
 	Note  string // markdown written under the table, e.g. how it was measured
 	Plots []Plot
+
+	// NotRun, if set, says why the whole table was not measured, e.g. "needs
+	// lodis supervise, which is not installed". The table is then written as
+	// its title, the marker "**Not run:** NotRun" and its Note, and must have
+	// no rows and no plots: a figure is either measured or plainly absent.
+	NotRun string
 }
+
+// NotRunMarker starts the line written in place of a table whose NotRun is
+// set.
+const NotRunMarker = "**Not run:**"
 
 // Report is a whole report.
 type Report struct {
@@ -81,10 +91,10 @@ type Report struct {
 }
 
 // Check returns every problem that would leave a cell empty or meaningless:
-// an empty machine field, a table without rows, a row without metric or goal,
-// a missing peer figure, a figure that is NaN or infinite, an undefined
-// ratio, a goal on an unknown peer. It returns nil when the report can be
-// written.
+// an empty machine field, a table without rows (unless marked NotRun, and
+// then it must have none), a row without metric or goal, a missing peer
+// figure, a figure that is NaN or infinite, an undefined ratio, a goal on an
+// unknown peer. It returns nil when the report can be written.
 func (r *Report) Check() error {
 	var errs []error
 	if r.Title == "" {
@@ -111,8 +121,17 @@ func (r *Report) Check() error {
 
 func (t Table) problems() []error {
 	var errs []error
+	if t.NotRun != "" {
+		if strings.TrimSpace(t.NotRun) == "" || strings.Contains(t.NotRun, "\n") {
+			errs = append(errs, errors.New("not-run reason must be one non-blank line"))
+		}
+		if len(t.Rows) > 0 || len(t.Plots) > 0 {
+			errs = append(errs, errors.New("marked not run but has rows or plots"))
+		}
+		return errs
+	}
 	if len(t.Rows) == 0 {
-		errs = append(errs, errors.New("no row"))
+		errs = append(errs, errors.New("no row (mark the table NotRun if it was not measured)"))
 	}
 	for i, p := range t.Peers {
 		if strings.TrimSpace(p) == "" {
@@ -252,6 +271,13 @@ const (
 )
 
 func (t Table) write(b *bytes.Buffer) {
+	if t.NotRun != "" {
+		fmt.Fprintf(b, "%s %s\n", NotRunMarker, strings.TrimSpace(t.NotRun))
+		if t.Note != "" {
+			fmt.Fprintf(b, "\n%s\n", strings.TrimSpace(t.Note))
+		}
+		return
+	}
 	ratios := t.Ratios
 	head := []string{colMetric, colGoal, t.subject(), colMet}
 	for _, p := range t.Peers {
@@ -355,16 +381,31 @@ func format(v float64, digits int) string {
 
 // Verify checks a report as written: in every table whose first column is
 // "metric", each cell but the metric, goal and met columns must be a number
-// (a ratio cell may read "—": the peer's figure is 0). It returns
-// every offending cell, or nil. Use it on a report.md produced by a run.
+// (a ratio cell may read "—": the peer's figure is 0), and every section
+// ("## " heading) must hold such a table or a line starting with
+// NotRunMarker. It returns every offending cell and section, or nil. Use it
+// on a report.md produced by a run.
 func Verify(md []byte) error {
 	var errs []error
 	sc := bufio.NewScanner(bytes.NewReader(md))
 	var head []string
 	n := 0
+	section, sectionLine, filled := "", 0, true
+	endSection := func() {
+		if !filled {
+			errs = append(errs, fmt.Errorf("line %d: section %q has neither a metric table nor %q", sectionLine, section, NotRunMarker))
+		}
+	}
 	for sc.Scan() {
 		n++
 		text := strings.TrimSpace(sc.Text())
+		if title, ok := strings.CutPrefix(text, "## "); ok {
+			endSection()
+			section, sectionLine, filled = title, n, false
+		}
+		if strings.HasPrefix(text, NotRunMarker) {
+			filled = true
+		}
 		if !strings.HasPrefix(text, "|") {
 			head = nil
 			continue
@@ -379,6 +420,7 @@ func Verify(md []byte) error {
 		case head[0] != colMetric:
 			continue
 		}
+		filled = true
 		if len(cells) != len(head) {
 			errs = append(errs, fmt.Errorf("line %d: %d cells under %d headings", n, len(cells), len(head)))
 			continue
@@ -399,6 +441,7 @@ func Verify(md []byte) error {
 			}
 		}
 	}
+	endSection()
 	return errors.Join(errs...)
 }
 

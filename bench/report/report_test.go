@@ -220,3 +220,52 @@ func TestWriteFile(t *testing.T) {
 		t.Errorf("bad report left a file: %v", err)
 	}
 }
+
+func TestNotRunTable(t *testing.T) {
+	r := sample()
+	r.Tables = append(r.Tables, Table{
+		Title:  "Chaos",
+		NotRun: "needs lodis supervise, which is not installed",
+		Note:   "Runs once the supervisor is installed.",
+	})
+	var b bytes.Buffer
+	if err := r.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	if !strings.Contains(md, "## Chaos\n\n**Not run:** needs lodis supervise, which is not installed\n") {
+		t.Errorf("not-run marker missing:\n%s", md)
+	}
+	if err := Verify(b.Bytes()); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+
+	for name, spoil := range map[string]func(tb *Table){
+		"rows too":     func(tb *Table) { tb.Rows = r.Tables[0].Rows },
+		"plots too":    func(tb *Table) { tb.Plots = []Plot{{Alt: "x", Path: "x.svg"}} },
+		"blank reason": func(tb *Table) { tb.NotRun = "  " },
+		"two lines":    func(tb *Table) { tb.NotRun = "a\nb" },
+	} {
+		r := sample()
+		tb := Table{Title: "Chaos", NotRun: "not built yet"}
+		spoil(&tb)
+		r.Tables = append(r.Tables, tb)
+		if err := r.Check(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// A section whose table was dropped, marker and all, is an empty cell too.
+func TestVerifyFlagsEmptySection(t *testing.T) {
+	r := sample()
+	r.Tables = append(r.Tables, Table{Title: "Chaos", NotRun: "not built yet"})
+	var b bytes.Buffer
+	if err := r.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	md := strings.Replace(b.String(), "**Not run:** not built yet", "to be done", 1)
+	if err := Verify([]byte(md)); err == nil || !strings.Contains(err.Error(), `"Chaos"`) {
+		t.Errorf("Verify(section without table or marker) = %v", err)
+	}
+}
