@@ -1,0 +1,235 @@
+package suite
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lodis/lodis/bench/load"
+	"github.com/lodis/lodis/bench/plot"
+	"github.com/lodis/lodis/bench/report"
+)
+
+// Load of the chaos stage: two clients at once, one through nginx, one
+// straight to the ports, so that both see the same aborts.
+const (
+	chaosRate  = 500 // requests/s, each client
+	chaosConns = 20  // keep-alive connections, each client
+	chaosAbort = 0.5 // --chaos-abort-rate of every worker
+	// killSamples is the number of kill -9 samples (quick: killSamplesQuick).
+	killSamples      = 50
+	killSamplesQuick = 10
+)
+
+// chaosStage runs the 10-port cohort with every worker aborting at random
+// (--chaos-abort-rate 0.5, a drop-in on each worker) and loads it through
+// nginx and directly at the same time. With the supervisor installed it
+// also measures the time from kill -9 to serving again and the supervisor's
+// memory.
+func chaosStage(ctx context.Context, e *env) ([]report.Table, error) {
+	ports := portRange(portChaos, cohort)
+	files := map[string]string{}
+	for _, p := range ports {
+		files[dropIn(p, "chaos")] = execStart(fmt.Sprintf("--chaos-abort-rate %g", chaosAbort))
+	}
+	if err := e.writeUnits(ctx, files); err != nil {
+		return nil, err
+	}
+	if err := e.enable(ctx, ports...); err != nil {
+		return nil, err
+	}
+	defer e.disable(context.WithoutCancel(ctx), ports...)
+	if e.has.supervisor {
+		if _, err := e.m.Systemctl(ctx, "enable", "--now", "lodis-supervisor.service"); err != nil {
+			return nil, err
+		}
+	}
+	front, how, err := e.chaosFront(ctx, ports)
+	defer front.stop(context.WithoutCancel(ctx), e)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ports {
+		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	since, err := e.m.Output(ctx, "date", "+%Y-%m-%d %H:%M:%S")
+	if err != nil {
+		return nil, err
+	}
+	type out struct {
+		r   *load.Result
+		err error
+	}
+	via, direct := make(chan out, 1), make(chan out, 1)
+	run := func(targets []string, c chan<- out) {
+		r, err := load.Run(ctx, load.Options{Targets: targets, Rate: chaosRate, Conns: chaosConns, Duration: e.plan.chaosDuration})
+		c <- out{r, err}
+	}
+	go run([]string{fmt.Sprintf("http://127.0.0.1:%d/__/time", portChaosFnt)}, via)
+	go run(lodisTargets(ports), direct)
+	v, d := <-via, <-direct
+	for _, o := range []out{v, d} {
+		if o.err != nil {
+			return nil, o.err
+		}
+	}
+	aborts, err := e.aborts(ctx, strings.TrimSpace(since), ports)
+	if err != nil {
+		return nil, err
+	}
+	sup := "not installed: socket activation alone starts a new worker on the next connection"
+	if e.has.supervisor {
+		sup = "`lodis-supervisor.service` running"
+	}
+	t := report.Table{
+		Title:   titleChaos,
+		Subject: "lodis through nginx",
+		Peers:   []string{"lodis direct to the ports"},
+		Rows: []report.Row{
+			{Metric: "success ratio", Goal: report.Goal{Op: report.AtLeast, Value: 0.9999}, Value: v.r.SuccessRatio, Peers: []float64{d.r.SuccessRatio}},
+			{Metric: "latency p99", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 100}, Value: ms(v.r.P99), Peers: []float64{ms(d.r.P99)}},
+		},
+		Note: fmt.Sprintf("10 lodis ports, each worker with `--chaos-abort-rate %g` (a drop-in: each second it exits with status 134 with probability %g); %d aborts were logged during the run. Two clients at once for %s, each %d requests/s over %d keep-alive connections, never retrying: one through nginx (%s), one round-robin straight to the 10 ports. Through nginx: %d requests, %d failed (%s). Direct: %d requests, %d failed (%s). Supervisor: %s. Goal from the brief: ≥ 99.99 %% through nginx; the latency goal (100 ms) is set here.",
+			chaosAbort, chaosAbort, aborts, e.plan.chaosDuration, chaosRate, chaosConns, how,
+			v.r.Total, v.r.Failed, failures(v.r), d.r.Total, d.r.Failed, failures(d.r), sup),
+	}
+	plots, err := e.savePlots("chaos", fmt.Sprintf("Chaos: workers abort at rate %g/s", chaosAbort),
+		[]plot.Series{plot.FromResult("through nginx", v.r), plot.FromResult("direct", d.r)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	t.Plots = plots
+	tables := []report.Table{t}
+	if !e.has.supervisor {
+		const why = "needs `lodis supervise` (lodis-supervisor.service), which is not in this tree yet"
+		return append(tables,
+			report.Table{Title: titleKill, NotRun: why, Note: "Measures the time from `kill -9` of a worker to its port serving again, p50/p99 over ≥ 50 kills; goal ≤ 200 ms."},
+			report.Table{Title: titleSupRSS, NotRun: why, Note: "Measures the supervisor's resident memory with 10 ports idle; goal ≤ 20 MB."},
+		), nil
+	}
+	// Without chaos from here on.
+	front.stop(ctx, e)
+	for _, p := range ports {
+		if _, err := e.m.Output(ctx, "rm", "-f", dropIn(p, "chaos")); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := e.m.Systemctl(ctx, "daemon-reload"); err != nil {
+		return nil, err
+	}
+	kill, err := e.killToServing(ctx, ports)
+	if err != nil {
+		return nil, err
+	}
+	rss, err := e.supervisorRSS(ctx, ports)
+	if err != nil {
+		return nil, err
+	}
+	return append(tables, kill, rss), nil
+}
+
+// chaosFront starts nginx on portChaosFnt in front of ports, with the
+// configuration of `lodis nginx-config` when it is installed, or an
+// equivalent upstream block. It says which.
+func (e *env) chaosFront(ctx context.Context, ports []int) (*nginx, string, error) {
+	body := nginxFront(portChaosFnt, ports)
+	how := "an upstream block equivalent to `lodis nginx-config`'s (which is not in this tree yet): `proxy_next_upstream error timeout http_502 http_503`, keep-alive to the upstreams"
+	if e.has.nginxConfig {
+		out, err := e.m.Output(ctx, lodisBin, "nginx-config", "--ports", fmt.Sprintf("%d-%d", ports[0], ports[len(ports)-1]),
+			"--listen", fmt.Sprintf("127.0.0.1:%d", portChaosFnt))
+		if err != nil {
+			return nil, "", err
+		}
+		body, how = out, "the configuration printed by `lodis nginx-config`"
+	}
+	n, err := e.startNginx(ctx, "front", body, portChaosFnt)
+	return n, how, err
+}
+
+// aborts counts the chaos aborts the ports' workers logged since since.
+func (e *env) aborts(ctx context.Context, since string, ports []int) (int, error) {
+	args := []string{"journalctl", "-q", "-o", "cat", "--no-pager", "--since", since}
+	for _, p := range ports {
+		args = append(args, "-u", serviceUnit(p))
+	}
+	out, err := e.m.Output(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(out, "chaos: aborting now"), nil
+}
+
+// killToServing kills a running worker with SIGKILL, samples at a time, and
+// times from the kill to the first successful response of a client polling
+// its port every 5 ms from a new worker.
+func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, error) {
+	n := pick(e.quick, killSamplesQuick, killSamples)
+	var s samples
+	for i := range n {
+		p := ports[i%len(ports)]
+		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
+			return report.Table{}, err
+		}
+		h, err := healthOf(ctx, p)
+		if err != nil {
+			return report.Table{}, err
+		}
+		start := time.Now()
+		if _, err := e.m.Output(ctx, "kill", "-s", strconv.Itoa(int(syscall.SIGKILL)), strconv.Itoa(h.PID)); err != nil {
+			return report.Table{}, err
+		}
+		var pid int
+		err = poll(ctx, 10*time.Second, 5*time.Millisecond, func() (bool, string) {
+			h2, err := healthOf(ctx, p)
+			if err != nil {
+				return false, err.Error()
+			}
+			pid = h2.PID
+			return h2.PID != h.PID, fmt.Sprintf("still pid %d", h2.PID)
+		})
+		if err != nil {
+			return report.Table{}, fmt.Errorf("port %d after kill -9: %w", p, err)
+		}
+		s.add(time.Since(start), pid)
+	}
+	return report.Table{
+		Title:   titleKill,
+		Subject: "lodis with the supervisor",
+		Rows: []report.Row{
+			{Metric: "kill -9 to serving p50", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: s.pct(50)},
+			{Metric: "kill -9 to serving p99", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: s.pct(99)},
+		},
+		Note: fmt.Sprintf("%d kills over the 10 ports (chaos off): from just before `kill -9` of the worker (sent inside the machine) to the first answer from a new worker PID, a client polling `/__/health` every 5 ms. Goal from the brief: ≤ 200 ms.", n),
+	}, nil
+}
+
+// supervisorRSS reads the supervisor's resident memory with the ports idle.
+func (e *env) supervisorRSS(ctx context.Context, ports []int) (report.Table, error) {
+	if _, err := e.m.Systemctl(ctx, append([]string{"stop"}, units(serviceUnit, ports)...)...); err != nil {
+		return report.Table{}, err
+	}
+	time.Sleep(2 * time.Second)
+	pids, err := e.unitPIDs(ctx, "lodis-supervisor.service")
+	if err != nil {
+		return report.Table{}, err
+	}
+	if len(pids) == 0 {
+		return report.Table{}, fmt.Errorf("lodis-supervisor.service runs no process")
+	}
+	rss, err := e.rss(ctx, pids)
+	if err != nil {
+		return report.Table{}, err
+	}
+	return report.Table{
+		Title:   titleSupRSS,
+		Subject: "lodis supervise",
+		Rows: []report.Row{{Metric: "resident memory, 10 ports idle", Unit: "MB", Goal: report.Goal{Op: report.AtMost, Value: 20},
+			Value: float64(rss) / 1e6, Digits: 1}},
+		Note: "VmRSS of the processes of `lodis-supervisor.service`, 2 s after the workers of the 10 ports were stopped. Goal from the brief: ≤ 20 MB.",
+	}, nil
+}

@@ -1,0 +1,345 @@
+package suite
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lodis/lodis/bench/load"
+	"github.com/lodis/lodis/bench/plot"
+	"github.com/lodis/lodis/bench/report"
+)
+
+// Load during an upgrade: the same for lodis and every baseline.
+const (
+	upgradeRate  = 2000 // requests/s over the 10 ports
+	upgradeConns = 50   // keep-alive connections, 5 per port
+	// upgradeBound bounds a whole upgrade run; the run normally ends
+	// Plan.upgradeTail after the upgrade completes.
+	upgradeBound = 3 * time.Minute
+	// healthyBound is the longest an upgrade may take before the run fails.
+	healthyBound = 90 * time.Second
+)
+
+// upgradeRun is one upgrade under load.
+type upgradeRun struct {
+	name   string
+	res    *load.Result
+	window [2]time.Duration // from the start of the upgrade to the last instance healthy on the new version, from res.Start
+	steady load.Summary     // from 1 s after the start of the load to the start of the upgrade
+	inside load.Summary     // the window
+}
+
+// underLoad loads targets at upgradeRate and, after the plan's steady time,
+// runs upgrade, which must return once every instance is healthy on the new
+// version. The load goes on for the plan's tail, then stops.
+func (e *env) underLoad(ctx context.Context, name string, targets []string, upgrade func(context.Context) error) (*upgradeRun, error) {
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	type out struct {
+		r   *load.Result
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		r, err := load.Run(lctx, load.Options{Targets: targets, Rate: upgradeRate, Conns: upgradeConns, Duration: upgradeBound})
+		done <- out{r, err}
+	}()
+	var from, to time.Time
+	var uerr error
+	select {
+	case <-time.After(e.plan.upgradeSteady):
+		from = time.Now()
+		uctx, cancel := context.WithTimeout(ctx, healthyBound)
+		uerr = upgrade(uctx)
+		cancel()
+		to = time.Now()
+		if uerr == nil {
+			select {
+			case <-time.After(e.plan.upgradeTail):
+			case <-ctx.Done():
+			}
+		}
+	case <-ctx.Done():
+	}
+	stop()
+	o := <-done
+	if uerr != nil {
+		return nil, fmt.Errorf("%s: %w", name, uerr)
+	}
+	if o.err != nil && !(errors.Is(o.err, context.Canceled) && ctx.Err() == nil) {
+		return nil, fmt.Errorf("%s: %w", name, o.err)
+	}
+	u := &upgradeRun{name: name, res: o.r, window: [2]time.Duration{from.Sub(o.r.Start), to.Sub(o.r.Start)}}
+	u.steady = o.r.Between(time.Second, u.window[0])
+	u.inside = o.r.Between(u.window[0], u.window[1])
+	return u, nil
+}
+
+// upgradeStage measures the baselines every lodis upgrade is compared with,
+// under the same load and with the same window: a naive `systemctl restart`
+// of each worker in turn, and nginx's own binary upgrade. When the lodis
+// upgrade is installed (lodis-upgrade.path), it measures a drop of a new
+// binary too.
+func upgradeStage(ctx context.Context, e *env) ([]report.Table, error) {
+	var runs []*upgradeRun
+	if e.has.upgrade {
+		r, err := e.lodisUpgrade(ctx)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	r, err := e.naiveRestart(ctx)
+	if err != nil {
+		return nil, err
+	}
+	runs = append(runs, r)
+	if r, err = e.nginxUpgrade(ctx); err != nil {
+		return nil, err
+	}
+	runs = append(runs, r)
+
+	t := report.Table{Title: titleUpgrade, Subject: runs[0].name}
+	if !e.has.upgrade {
+		t.Title += " (lodis column: not run, see 4b)"
+	}
+	for _, r := range runs[1:] {
+		t.Peers = append(t.Peers, r.name)
+	}
+	row := func(metric, unit string, g report.Goal, digits int, f func(r *upgradeRun) float64) {
+		row := report.Row{Metric: metric, Unit: unit, Goal: g, Value: f(runs[0]), Digits: digits}
+		for _, r := range runs[1:] {
+			row.Peers = append(row.Peers, f(r))
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	row("failed requests in the window", "", report.Goal{Op: report.AtMost, Value: 0}, 0,
+		func(r *upgradeRun) float64 { return float64(r.inside.Failed) })
+	row("p99 in the window minus steady p99", "ms", report.Goal{Op: report.AtMost, Value: 20}, 1,
+		func(r *upgradeRun) float64 { return ms(r.inside.P99 - r.steady.P99) })
+	row("window: upgrade start to all healthy on the new version", "s", report.Goal{Op: report.AtMost, Value: 5}, 2,
+		func(r *upgradeRun) float64 { return (r.window[1] - r.window[0]).Seconds() })
+	row("failed requests, whole run", "", report.Goal{Op: report.AtMost, Value: 0}, 0,
+		func(r *upgradeRun) float64 { return float64(r.res.Failed) })
+	var figures []string
+	for _, r := range runs {
+		figures = append(figures, fmt.Sprintf("%s: steady p99 %.1f ms, p99 in the window %.1f ms (max %.1f ms), %d requests in the window, failures %s",
+			r.name, ms(r.steady.P99), ms(r.inside.P99), ms(r.inside.Max), r.inside.Total, failures(r.res)))
+	}
+	t.Note = fmt.Sprintf(`Load: package bench/load on the host, a fixed %d requests/s round-robin over 10 ports with %d keep-alive connections (5 per port), a client that never retries (a request net/http would silently re-send on a new connection counts as failed, as it would for wrk or a proxy). Steady: from 1 s after the load starts to the start of the upgrade (%s). Window: from the start of the upgrade to the last instance healthy on the new version (for lodis, the drop of the binary). Naive restart: `+"`systemctl restart lodis@P.service`"+` for the 10 ports one after another; new version = a new worker PID on `+"`/__/health`"+` (the lodis worker drains on SIGTERM, so this baseline already has lodis's drain). nginx: nginx-light serving `+"`return 200`"+` on 10 ports, started as a forking daemon in a transient scope; binary upgrade = USR2 to the master, WINCH to the old master once the new one runs, then QUIT once the old workers are gone; new version = the old master has exited. Goals (the lodis upgrade's): 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, window ≤ 5 s.
+
+%s.`, upgradeRate, upgradeConns, e.plan.upgradeSteady, strings.Join(figures, "; "))
+
+	var series []plot.Series
+	for _, r := range runs {
+		series = append(series, plot.FromResult(r.name, r.res))
+	}
+	plots, err := e.savePlots("upgrade", fmt.Sprintf("Upgrade under %d requests/s over 10 ports", upgradeRate), series,
+		[]plot.Mark{{At: runs[0].window[0], Label: "upgrade starts"}})
+	if err != nil {
+		return nil, err
+	}
+	t.Plots = plots
+	lod := report.Table{Title: titleUpgradeLod,
+		NotRun: "bad-binary time-to-rollback: needs a drop that validates but fails after the roll-out; to be defined with the upgrade roll-out",
+		Note:   "Goal: bad-binary time-to-rollback ≤ 5 s."}
+	if !e.has.upgrade {
+		lod.NotRun = "lodis upgrade (lodis-upgrade.path, the supervisor's roll-out) is not in this tree yet; the stage drops a new binary into /var/lib/lodis/incoming/lodis under the same load and window once it is"
+		lod.Note = "Goals: 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, drop to all healthy ≤ 5 s, bad-binary time-to-rollback ≤ 5 s."
+	}
+	return []report.Table{t, lod}, nil
+}
+
+// failures prints a result's failures by class, e.g. "eof 3, reset 1", or
+// "none".
+func failures(r *load.Result) string {
+	var out []string
+	for _, c := range load.Classes {
+		if n := r.Failures[c]; n > 0 {
+			out = append(out, fmt.Sprintf("%s %d", c, n))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
+// lodisTargets are the /__/time URLs of ports.
+func lodisTargets(ports []int) []string {
+	out := make([]string, len(ports))
+	for i, p := range ports {
+		out[i] = fmt.Sprintf("http://127.0.0.1:%d/__/time", p)
+	}
+	return out
+}
+
+// naiveRestart restarts the workers of 10 loaded ports one after another.
+func (e *env) naiveRestart(ctx context.Context) (*upgradeRun, error) {
+	ports := portRange(portUpgradeLodis, cohort)
+	if err := e.enable(ctx, ports...); err != nil {
+		return nil, err
+	}
+	defer e.disable(context.WithoutCancel(ctx), ports...)
+	old := map[int]int{}
+	for _, p := range ports {
+		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
+			return nil, err
+		}
+		h, err := healthOf(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		old[p] = h.PID
+	}
+	return e.underLoad(ctx, "systemctl restart", lodisTargets(ports), func(ctx context.Context) error {
+		for _, p := range ports {
+			if _, err := e.m.Systemctl(ctx, "restart", serviceUnit(p)); err != nil {
+				return err
+			}
+		}
+		return e.waitAll(ctx, ports, func(h health, p int) bool { return h.PID != old[p] })
+	})
+}
+
+// waitAll waits until every port's /__/health satisfies ok.
+func (e *env) waitAll(ctx context.Context, ports []int, ok func(h health, port int) bool) error {
+	for _, p := range ports {
+		err := poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+			h, err := healthOf(ctx, p)
+			if err != nil {
+				return false, err.Error()
+			}
+			return ok(h, p), fmt.Sprintf("port %d: pid %d, version %s, sha256 %.12s", p, h.PID, h.Version, h.SHA256)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nginxUpgrade performs nginx's binary upgrade (USR2, WINCH, QUIT) of an
+// nginx serving 10 loaded ports.
+func (e *env) nginxUpgrade(ctx context.Context) (*upgradeRun, error) {
+	ports := portRange(portUpgradeNginx, cohort)
+	ng, err := e.startNginxDaemon(ctx, "upgrade", nginxHello(ports), ports[0])
+	defer ng.stop(context.WithoutCancel(ctx), e)
+	if err != nil {
+		return nil, err
+	}
+	var targets []string
+	for _, p := range ports {
+		targets = append(targets, fmt.Sprintf("http://127.0.0.1:%d/", p))
+	}
+	return e.underLoad(ctx, "nginx binary upgrade", targets, func(ctx context.Context) error {
+		old := ng.pidFile(ctx, e, "nginx.pid")
+		if old == 0 {
+			return errors.New("nginx: no pid file")
+		}
+		if err := e.signal(ctx, old, syscall.SIGUSR2); err != nil {
+			return err
+		}
+		var cur int
+		err := poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+			cur = ng.pidFile(ctx, e, "nginx.pid")
+			return cur != 0 && cur != old && ng.pidFile(ctx, e, "nginx.pid.oldbin") == old, fmt.Sprintf("nginx.pid %d, old master %d", cur, old)
+		})
+		if err != nil {
+			return fmt.Errorf("nginx: new master: %w", err)
+		}
+		if err := e.signal(ctx, old, syscall.SIGWINCH); err != nil {
+			return err
+		}
+		err = poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+			// The new master is a child of the old one too.
+			out, _ := e.m.Output(ctx, "pgrep", "-P", fmt.Sprint(old))
+			var left []string
+			for _, f := range strings.Fields(out) {
+				if f != fmt.Sprint(cur) {
+					left = append(left, f)
+				}
+			}
+			return len(left) == 0, "old workers: " + strings.Join(left, " ")
+		})
+		if err != nil {
+			return fmt.Errorf("nginx: old workers: %w", err)
+		}
+		if err := e.signal(ctx, old, syscall.SIGQUIT); err != nil {
+			return err
+		}
+		err = poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+			return !e.alive(ctx, old), fmt.Sprintf("old master %d still running", old)
+		})
+		if err != nil {
+			return fmt.Errorf("nginx: old master: %w", err)
+		}
+		if !e.alive(ctx, cur) {
+			return fmt.Errorf("nginx: new master %d is gone", cur)
+		}
+		return nil
+	})
+}
+
+// lodisUpgrade drops a new lodis binary into /var/lib/lodis/incoming under
+// load; the window ends when every port answers from the new binary (its
+// sha256 on /__/health).
+func (e *env) lodisUpgrade(ctx context.Context) (*upgradeRun, error) {
+	ports := portRange(portUpgradeLodis, cohort)
+	bin, sum, err := e.buildVariant(ctx, "bench-next")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := e.m.Systemctl(ctx, "enable", "--now", "lodis-upgrade.path"); err != nil {
+		return nil, err
+	}
+	if err := e.enable(ctx, ports...); err != nil {
+		return nil, err
+	}
+	defer e.disable(context.WithoutCancel(ctx), ports...)
+	for _, p := range ports {
+		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	incoming := filepath.Join(e.m.Root, "var/lib/lodis/incoming")
+	return e.underLoad(ctx, "lodis upgrade", lodisTargets(ports), func(ctx context.Context) error {
+		// As documented for the drop: write aside, then rename into place.
+		tmp := filepath.Join(incoming, ".lodis.tmp")
+		if err := os.WriteFile(tmp, bin, 0o755); err != nil {
+			return fmt.Errorf("drop: %w", err)
+		}
+		if err := os.Rename(tmp, filepath.Join(incoming, "lodis")); err != nil {
+			return fmt.Errorf("drop: %w", err)
+		}
+		return e.waitAll(ctx, ports, func(h health, _ int) bool { return h.SHA256 == sum })
+	})
+}
+
+// buildVariant builds lodis from the repo with another version string, so
+// that its sha256 differs from the installed one; it returns the binary and
+// its sha256.
+func (e *env) buildVariant(ctx context.Context, version string) ([]byte, string, error) {
+	out := filepath.Join(e.tmp, "lodis-"+version)
+	c := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags",
+		"-s -w -X github.com/lodis/lodis/internal/buildinfo.Version="+version, "-o", out, "./cmd/lodis")
+	c.Dir = e.repo
+	if b, err := c.CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("build lodis %s: %w: %s", version, err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return nil, "", fmt.Errorf("build lodis %s: %w", version, err)
+	}
+	s := sha256.Sum256(b)
+	return b, hex.EncodeToString(s[:]), nil
+}
