@@ -23,7 +23,7 @@ help:
 	@echo "make build            build bin/lodis"
 	@echo "make test             install test dependencies, then lint, unit tests (-race) and real-systemd tests"
 	@echo "make demo             boot a throwaway systemd, enable lodis on ports 8080..8089, show status (Ctrl-C or make demo-stop ends it)"
-	@echo "make bench            run the benchmarks in a throwaway systemd"
+	@echo "make bench            run the benchmarks in a throwaway systemd, write bench/report.md (QUICK=1: under 2 minutes)"
 	@echo "make install          install binary and units (DESTDIR, PREFIX honoured)"
 	@echo "make deb              build dist/lodis_<version>_<arch>.deb (packaging/deb/build.sh)"
 	@echo "make nix-vendor-hash  print the vendorHash nix/package.nix needs for go.mod/go.sum"
@@ -106,6 +106,16 @@ nix-vendor-hash:
 bin/lodis-machine: $(GO_SOURCES)
 	@mkdir -p bin
 	$(GO) build -o $@ ./test/machine/cmd/lodis-machine
+
+bin/lodis-bench: $(GO_SOURCES)
+	@mkdir -p bin
+	$(GO) build -o $@ ./bench/cmd/lodis-bench
+
+# bench boots one throwaway systemd, runs every benchmark stage against lodis
+# and its baselines, and writes bench/report.md and its SVG plots.
+# QUICK=1 runs each stage briefly (under 2 minutes in all).
+bench: deps bin/lodis bin/lodis-bench
+	bin/lodis-bench $(if $(QUICK),--quick) --command 'make bench$(if $(QUICK), QUICK=1)'
 
 demo: deps bin/lodis bin/lodis-machine
 	bin/lodis-machine demo --ports 8080-8089 --state .demo
