@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -147,13 +148,14 @@ func coldStage(ctx context.Context, e *env) ([]report.Table, error) {
 	}
 	tables := []report.Table{t}
 	if e.plan.ablationSamples == 0 {
-		return append(tables, report.Table{Title: titleAblation, NotRun: "skipped in a quick run (it takes a few minutes); `make bench` runs it"}), nil
+		const why = "skipped in a quick run (it takes a few minutes); `make bench` runs it"
+		return append(tables, report.Table{Title: titleAblation, NotRun: why}, report.Table{Title: titleGroups, NotRun: why}), nil
 	}
 	ab, err := e.ablation(ctx, u)
 	if err != nil {
 		return tables, fmt.Errorf("ablation: %w", err)
 	}
-	return append(tables, ab), nil
+	return append(tables, ab...), nil
 }
 
 // coldSample stops port's worker, lets systemd settle, and times the first
@@ -175,70 +177,156 @@ func (e *env) coldSample(ctx context.Context, port int) (time.Duration, int, err
 	return d, h.PID, nil
 }
 
+// ablationVariant is a unit variant whose cold start is measured.
+type ablationVariant struct {
+	name string
+	unit string // the instance unit file; "" for the references, already set up
+	port int
+	s    samples
+}
+
 // ablation measures the cold first response with the unhardened unit plus
-// one hardening option at a time, next to none and all of them, each on its
-// own port, interleaved sample by sample.
-func (e *env) ablation(ctx context.Context, u *unitFile) (report.Table, error) {
-	type variant struct {
-		name string
-		port int
-		s    samples
-	}
+// one hardening option at a time, then with the installed unit less one
+// group of options (the ones systemd enforces with a mount namespace, with
+// seccomp, or both), each variant an instance unit file on its own port, all
+// sampled interleaved next to the unhardened and installed units.
+func (e *env) ablation(ctx context.Context, u *unitFile) ([]report.Table, error) {
 	// The references are table 1's ports, still enabled: the unhardened
 	// instance unit and the installed unit.
-	vs := []*variant{{name: "none (unhardened)", port: portColdPlain}, {name: "all (installed unit)", port: portColdHardened}}
-	if len(u.harden) > portLast-portAblation+1 {
-		return report.Table{}, fmt.Errorf("%d hardening options for %d ports", len(u.harden), portLast-portAblation+1)
+	refs := func() []*ablationVariant {
+		return []*ablationVariant{{name: "none (unhardened)", port: portColdPlain}, {name: "all (installed unit)", port: portColdHardened}}
 	}
+	if len(u.harden) > portLast-portAblation+1 {
+		return nil, fmt.Errorf("%d hardening options for %d ports", len(u.harden), portLast-portAblation+1)
+	}
+	add := refs()
+	for i, o := range u.harden {
+		add = append(add, &ablationVariant{name: "+ " + o.name, port: portAblation + i, unit: u.variant([]option{o})})
+	}
+	if err := e.sampleVariants(ctx, add); err != nil {
+		return nil, err
+	}
+	none, all := add[0].s.pct(50), add[1].s.pct(50)
+	opts := add[2:]
+	sort.SliceStable(opts, func(i, j int) bool { return opts[i].s.pct(50) > opts[j].s.pct(50) })
+	one := report.Table{
+		Title:   titleAblation,
+		Subject: "unhardened + the option",
+		Peers:   []string{"unhardened", "all options"},
+		Ratios:  true,
+		Note: fmt.Sprintf("Cold first response p50 (as in table 1, %d samples per row, all rows interleaved sample by sample, each variant an instance unit file on its own port). Each row adds one sandboxing setting of the installed unit (settings that only work together are added together) to the unhardened unit; the columns repeat the unhardened and fully hardened figures of the same run. Unhardened p50 %.1f ms, all options %.1f ms: the options add %.1f ms in all. Sorted by cost. The costs do not add up: options enforced the same way share the set-up (see 1c).",
+			e.plan.ablationSamples, none, all, all-none),
+	}
+	for _, v := range opts {
+		one.Rows = append(one.Rows, report.Row{
+			Metric: v.name + ": cold p50", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 15},
+			Value: v.s.pct(50), Peers: []float64{none, all},
+		})
+	}
+
+	groups := refs()
+	var names []string
+	for i, g := range hardeningGroups {
+		var kept []option
+		for _, o := range u.harden {
+			if !g.has(o.key()) {
+				kept = append(kept, o)
+			}
+		}
+		groups = append(groups, &ablationVariant{name: "all but " + g.name, port: portAblation + i, unit: u.variant(kept)})
+		names = append(names, fmt.Sprintf("%s: %s", g.name, strings.Join(g.keys, ", ")))
+	}
+	if err := e.sampleVariants(ctx, groups); err != nil {
+		return nil, err
+	}
+	none, all = groups[0].s.pct(50), groups[1].s.pct(50)
+	left := report.Table{
+		Title:   titleGroups,
+		Subject: "installed unit less the group",
+		Peers:   []string{"unhardened", "all options"},
+		Ratios:  true,
+		Note: fmt.Sprintf("Cold first response p50 and p99, %d samples per variant, interleaved, measured after table 1b. Each row removes one group of sandboxing settings from the installed unit, grouped by how systemd enforces them (%s); the columns repeat the unhardened (p50 %.1f ms) and fully hardened (p50 %.1f ms) figures of the same pass. What a group costs is what removing it saves.",
+			e.plan.ablationSamples, strings.Join(names, "; "), none, all),
+	}
+	for _, v := range groups[2:] {
+		for _, p := range []float64{50, 99} {
+			left.Rows = append(left.Rows, report.Row{
+				Metric: fmt.Sprintf("%s: cold p%g", v.name, p), Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 15},
+				Value: v.s.pct(p), Peers: []float64{groups[0].s.pct(p), groups[1].s.pct(p)},
+			})
+		}
+	}
+	return []report.Table{one, left}, nil
+}
+
+// hardeningGroup is a set of sandboxing settings that systemd enforces the
+// same way.
+type hardeningGroup struct {
+	name string
+	keys []string
+}
+
+func (g hardeningGroup) has(key string) bool { return contains(g.keys, key) }
+
+// hardeningGroups are the groups of table 1c. DynamicUser= implies
+// ProtectSystem=strict, ProtectHome=read-only and PrivateTmp=yes, so it goes
+// with the mount namespace; the seccomp group lists the settings systemd
+// implements as seccomp filters.
+var hardeningGroups = []hardeningGroup{
+	{"mount namespace", []string{"DynamicUser", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
+		"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc",
+		"ProcSubset", "PrivateIPC", "PrivateUsers", "ProtectHostname"}},
+	{"seccomp", []string{"SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies", "RestrictNamespaces",
+		"RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute", "ProtectClock"}},
+	{"SystemCallFilter", []string{"SystemCallFilter"}},
+	{"both", []string{"DynamicUser", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
+		"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc",
+		"ProcSubset", "PrivateIPC", "PrivateUsers", "ProtectHostname", "SystemCallFilter", "SystemCallArchitectures",
+		"RestrictAddressFamilies", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
+		"MemoryDenyWriteExecute", "ProtectClock"}},
+}
+
+// sampleVariants writes the variants' unit files, enables their ports,
+// takes the plan's ablation samples of each, interleaved, then disables the
+// ports it enabled and removes the files.
+func (e *env) sampleVariants(ctx context.Context, vs []*ablationVariant) error {
 	files := map[string]string{}
 	var ports []int
-	for i, o := range u.harden {
-		v := &variant{name: o.name, port: portAblation + i}
-		vs = append(vs, v)
-		ports = append(ports, v.port)
-		files[instanceUnit(v.port)] = u.variant([]option{o})
+	for _, v := range vs {
+		if v.unit != "" {
+			files[instanceUnit(v.port)] = v.unit
+			ports = append(ports, v.port)
+		}
 	}
 	if err := e.writeUnits(ctx, files); err != nil {
-		return report.Table{}, err
+		return err
 	}
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
 		e.disable(ctx, ports...)
-		for _, p := range ports {
-			os.Remove(e.m.Root + instanceUnit(p))
+		for f := range files {
+			os.Remove(e.m.Root + f)
 		}
 		e.m.Systemctl(ctx, "daemon-reload")
 	}()
 	if err := e.enable(ctx, ports...); err != nil {
-		return report.Table{}, err
+		return err
 	}
 	for i := range e.plan.ablationSamples {
 		for _, v := range vs {
 			d, pid, err := e.coldSample(ctx, v.port)
 			if err != nil {
-				return report.Table{}, fmt.Errorf("%s, sample %d: %w", v.name, i+1, err)
+				return fmt.Errorf("%s, sample %d: %w", v.name, i+1, err)
 			}
 			v.s.add(d, pid)
 		}
 	}
-	none, all := vs[0], vs[1]
-	opts := vs[2:]
-	sort.SliceStable(opts, func(i, j int) bool { return opts[i].s.pct(50) > opts[j].s.pct(50) })
-	t := report.Table{
-		Title:   titleAblation,
-		Subject: "unhardened + the option",
-		Peers:   []string{"unhardened", "all options"},
-		Ratios:  true,
-		Note: fmt.Sprintf("Cold first response p50 (as in table 1, %d samples per row, all rows interleaved sample by sample, each variant an instance unit file on its own port). Each row adds one sandboxing setting of the installed unit (settings that only work together are added together) to the unhardened unit; the columns repeat the unhardened and fully hardened figures of the same run. Unhardened p50 %.1f ms, all options %.1f ms: the options add %.1f ms in all. Sorted by cost.",
-			e.plan.ablationSamples, none.s.pct(50), all.s.pct(50), all.s.pct(50)-none.s.pct(50)),
+	for _, v := range vs {
+		if len(v.s.pids) < e.plan.ablationSamples {
+			return fmt.Errorf("%s: %d distinct workers answered %d samples", v.name, len(v.s.pids), e.plan.ablationSamples)
+		}
 	}
-	for _, v := range opts {
-		t.Rows = append(t.Rows, report.Row{
-			Metric: "+ " + v.name + ": cold p50", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 15},
-			Value: v.s.pct(50), Peers: []float64{none.s.pct(50), all.s.pct(50)},
-		})
-	}
-	return t, nil
+	return nil
 }
 
 // directExec starts lodis for each sample the way systemd would, without

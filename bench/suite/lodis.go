@@ -167,6 +167,12 @@ type option struct {
 	lines []string
 }
 
+// key is the setting's name, e.g. "PrivateUsers".
+func (o option) key() string {
+	k, _, _ := strings.Cut(o.lines[0], "=")
+	return k
+}
+
 // baseKeys are the [Service] settings that make the worker run; every other
 // [Service] setting of the installed unit counts as hardening.
 var baseKeys = map[string]bool{"Type": true, "NotifyAccess": true, "ExecStart": true, "Restart": true,
@@ -265,6 +271,12 @@ func (u *unitFile) variant(opts []option, extra ...string) string {
 	}
 	for _, l := range extra {
 		b.WriteString(l + "\n")
+	}
+	if len(u.install) > 0 {
+		b.WriteString("\n[Install]\n")
+		for _, l := range u.install {
+			b.WriteString(l + "\n")
+		}
 	}
 	return b.String()
 }

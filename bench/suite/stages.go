@@ -25,6 +25,7 @@ type stage struct {
 const (
 	titleCold       = "1. Cold vs warm activation"
 	titleAblation   = "1b. What the cold start costs: hardening options one at a time"
+	titleGroups     = "1c. What the cold start costs: the installed unit less a group of options"
 	titleThroughput = "2. Throughput and latency"
 	titleFootprint  = "3. Footprint: 10 ports enabled"
 	titleUpgrade    = "4. Upgrade under load: baselines"
@@ -35,7 +36,7 @@ const (
 )
 
 var allStages = []stage{
-	{name: "cold", title: "cold vs warm activation", titles: []string{titleCold, titleAblation},
+	{name: "cold", title: "cold vs warm activation", titles: []string{titleCold, titleAblation, titleGroups},
 		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 4*time.Minute) }, run: coldStage},
 	{name: "throughput", title: "throughput and latency", titles: []string{titleThroughput},
 		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 3*time.Minute) }, run: throughputStage},

@@ -81,8 +81,8 @@ func TestQuickReport(t *testing.T) {
 			t.Errorf("section %q failed: %s", title, body)
 		}
 	}
-	if len(sections) < 9 {
-		t.Errorf("%d sections, want every table of every stage (9)", len(sections))
+	if len(sections) < 10 {
+		t.Errorf("%d sections, want every table of every stage (10)", len(sections))
 	}
 
 	// Every plot the report shows is an SVG in the output directory.
