@@ -28,8 +28,8 @@ const (
 	titleGroups     = "1c. What the cold start costs: the installed unit less a group of options"
 	titleThroughput = "2. Throughput and latency"
 	titleFootprint  = "3. Footprint: 10 ports enabled"
-	titleUpgrade    = "4. Upgrade under load: baselines"
-	titleUpgradeLod = "4b. Upgrade under load: lodis drop-a-binary"
+	titleUpgrade    = "4. Upgrade under load"
+	titleUpgradeLod = "4b. Upgrade under load: a bad binary rolled back"
 	titleChaos      = "5. Chaos: workers aborting at random, through nginx vs direct"
 	titleKill       = "5b. Detection to serving after kill -9"
 	titleSupRSS     = "5c. Supervisor footprint"
@@ -43,7 +43,7 @@ var allStages = []stage{
 	{name: "footprint", title: "footprint", titles: []string{titleFootprint},
 		estimate: func(q bool) time.Duration { return pick(q, 6*time.Second, 10*time.Second) }, run: footprintStage},
 	{name: "upgrade", title: "upgrade under load", titles: []string{titleUpgrade, titleUpgradeLod},
-		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 70*time.Second) }, run: upgradeStage},
+		estimate: func(q bool) time.Duration { return pick(q, 40*time.Second, 100*time.Second) }, run: upgradeStage},
 	{name: "chaos", title: "chaos", titles: []string{titleChaos, titleKill, titleSupRSS},
 		estimate: func(q bool) time.Duration { return pick(q, 18*time.Second, 65*time.Second) }, run: chaosStage},
 }

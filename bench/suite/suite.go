@@ -161,6 +161,8 @@ type env struct {
 	has   features
 	lodis string // lodis binary on the host, as installed in the machine
 	tmp   string // host scratch dir, removed at close
+	// variants waits for the binaries the lodis upgrade runs drop.
+	variants func() (*variants, error)
 	// others is the number of other test machines running on the host when
 	// this one booted: the run shares the CPUs with them.
 	others int
@@ -192,6 +194,12 @@ func setup(ctx context.Context, o Options) (*env, error) {
 	}
 	e := &env{quick: o.Quick, plan: planFor(o.Quick), repo: o.Repo, out: o.OutDir, tmp: tmp,
 		lodis: filepath.Join(o.Repo, "bin", "lodis")}
+	// The upgrade stage drops binaries built from this tree: build them
+	// while the machine boots.
+	e.variants = func() (*variants, error) { return nil, errors.New("no lodis-upgrade.path in this tree") }
+	if _, err := os.Stat(filepath.Join(o.Repo, "units", "lodis-upgrade.path")); err == nil {
+		e.variants = buildVariants(o.Repo, tmp)
+	}
 	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, "bench-hello"), "./bench/cmd/bench-hello")
 	build.Dir = o.Repo
 	if out, err := build.CombinedOutput(); err != nil {

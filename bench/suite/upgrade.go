@@ -7,15 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
 	"github.com/lodis/lodis/bench/report"
+	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/testbin"
+	"github.com/lodis/lodis/rollout"
 )
 
 // Load during an upgrade: the same for lodis and every baseline.
@@ -91,12 +94,25 @@ func (e *env) underLoad(ctx context.Context, name string, targets []string, upgr
 // binary too.
 func upgradeStage(ctx context.Context, e *env) ([]report.Table, error) {
 	var runs []*upgradeRun
+	var rb *upgradeRun
+	var rbState *rollout.State
 	if e.has.upgrade {
-		r, err := e.lodisUpgrade(ctx)
+		v, err := e.variants()
+		if err != nil {
+			return nil, err
+		}
+		good, sum, bad := v.good, v.goodSum, v.bad
+		if _, err := e.m.Systemctl(ctx, "enable", "--now", "lodis-upgrade.path"); err != nil {
+			return nil, err
+		}
+		r, err := e.lodisUpgrade(ctx, good, sum)
 		if err != nil {
 			return nil, err
 		}
 		runs = append(runs, r)
+		if rb, rbState, err = e.lodisRollback(ctx, bad); err != nil {
+			return nil, err
+		}
 	}
 	r, err := e.naiveRestart(ctx)
 	if err != nil {
@@ -108,9 +124,9 @@ func upgradeStage(ctx context.Context, e *env) ([]report.Table, error) {
 	}
 	runs = append(runs, r)
 
-	t := report.Table{Title: titleUpgrade, Subject: runs[0].name}
+	t := report.Table{Title: titleUpgrade, Subject: runs[0].name, Ratios: e.has.upgrade}
 	if !e.has.upgrade {
-		t.Title += " (lodis column: not run, see 4b)"
+		t.Title += ": baselines (the lodis column is not run, see 4b)"
 	}
 	for _, r := range runs[1:] {
 		t.Peers = append(t.Peers, r.name)
@@ -130,17 +146,25 @@ func upgradeStage(ctx context.Context, e *env) ([]report.Table, error) {
 		func(r *upgradeRun) float64 { return (r.window[1] - r.window[0]).Seconds() })
 	row("failed requests, whole run", "", report.Goal{Op: report.AtMost, Value: 0}, 0,
 		func(r *upgradeRun) float64 { return float64(r.res.Failed) })
+	all := runs
+	if rb != nil {
+		all = append(all, rb)
+	}
 	var figures []string
-	for _, r := range runs {
+	for _, r := range all {
 		figures = append(figures, fmt.Sprintf("%s: steady p99 %.1f ms, p99 in the window %.1f ms (max %.1f ms), %d requests in the window, failures %s",
 			r.name, ms(r.steady.P99), ms(r.inside.P99), ms(r.inside.Max), r.inside.Total, failures(r.res)))
 	}
-	t.Note = fmt.Sprintf(`Load: package bench/load on the host, a fixed %d requests/s round-robin over 10 ports with %d keep-alive connections (5 per port), a client that never retries (a request net/http would silently re-send on a new connection counts as failed, as it would for wrk or a proxy). Steady: from 1 s after the load starts to the start of the upgrade (%s). Window: from the start of the upgrade to the last instance healthy on the new version (for lodis, the drop of the binary). Naive restart: `+"`systemctl restart lodis@P.service`"+` for the 10 ports one after another; new version = a new worker PID on `+"`/__/health`"+` (the lodis worker drains on SIGTERM, so this baseline already has lodis's drain). nginx: nginx-light serving `+"`return 200`"+` on 10 ports, started as a forking daemon in a transient scope; binary upgrade = USR2 to the master, WINCH to the old master once the new one runs, then QUIT once the old workers are gone; new version = the old master has exited. Goals (the lodis upgrade's): 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, window ≤ 5 s.
+	lodisHow := ""
+	if e.has.upgrade {
+		lodisHow = " lodis upgrade: `lodis-upgrade.path` enabled, a build of this tree stamped with another version dropped into `/var/lib/lodis/incoming/lodis` (written aside, renamed into place); the roll-out runs as installed, with its default settle (1 s) and canary soak (5 s), both inside the window; new version = the dropped binary's sha256 on every port's `/__/health`."
+	}
+	t.Note = fmt.Sprintf(`Load: package bench/load on the host, a fixed %d requests/s round-robin over 10 ports with %d keep-alive connections (5 per port), a client that never retries (a request net/http would silently re-send on a new connection counts as failed, as it would for wrk or a proxy). Steady: from 1 s after the load starts to the start of the upgrade (%s). Window: from the start of the upgrade to the last instance healthy on the new version (for lodis, from the drop of the binary).%s Naive restart: `+"`systemctl restart lodis@P.service`"+` for the 10 ports one after another; new version = a new worker PID on `+"`/__/health`"+` (the lodis worker drains on SIGTERM, so this baseline already has lodis's drain). nginx: nginx-light serving `+"`return 200`"+` on 10 ports, started as a forking daemon in a transient scope; binary upgrade = USR2 to the master, WINCH to the old master once the new one runs, then QUIT once the old workers are gone; new version = the old master has exited. Goals (the lodis upgrade's): 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, window ≤ 5 s.
 
-%s.`, upgradeRate, upgradeConns, e.plan.upgradeSteady, strings.Join(figures, "; "))
+%s.`, upgradeRate, upgradeConns, e.plan.upgradeSteady, lodisHow, strings.Join(figures, "; "))
 
 	var series []plot.Series
-	for _, r := range runs {
+	for _, r := range all {
 		series = append(series, plot.FromResult(r.name, r.res))
 	}
 	plots, err := e.savePlots("upgrade", fmt.Sprintf("Upgrade under %d requests/s over 10 ports", upgradeRate), series,
@@ -149,12 +173,25 @@ func upgradeStage(ctx context.Context, e *env) ([]report.Table, error) {
 		return nil, err
 	}
 	t.Plots = plots
-	lod := report.Table{Title: titleUpgradeLod,
-		NotRun: "bad-binary time-to-rollback: needs a drop that validates but fails after the roll-out; to be defined with the upgrade roll-out",
-		Note:   "Goal: bad-binary time-to-rollback ≤ 5 s."}
 	if !e.has.upgrade {
-		lod.NotRun = "lodis upgrade (lodis-upgrade.path, the supervisor's roll-out) is not in this tree yet; the stage drops a new binary into /var/lib/lodis/incoming/lodis under the same load and window once it is"
-		lod.Note = "Goals: 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, drop to all healthy ≤ 5 s, bad-binary time-to-rollback ≤ 5 s."
+		return []report.Table{t, {Title: titleUpgradeLod,
+			NotRun: "lodis upgrade (lodis-upgrade.path) is not in this tree; the stage drops a new binary, then a bad one, into /var/lib/lodis/incoming/lodis under the same load and window once it is",
+			Note:   "Goals: 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, drop to all healthy ≤ 5 s, bad-binary time-to-rollback ≤ 5 s."}}, nil
+	}
+	lod := report.Table{
+		Title:   titleUpgradeLod,
+		Subject: "lodis, bad binary",
+		Peers:   []string{"lodis upgrade"},
+		Rows: []report.Row{
+			{Metric: "time to rollback: drop to all healthy on the old version", Unit: "s", Goal: report.Goal{Op: report.AtMost, Value: 5},
+				Value: (rb.window[1] - rb.window[0]).Seconds(), Peers: []float64{(runs[0].window[1] - runs[0].window[0]).Seconds()}, Digits: 2},
+			{Metric: "failed requests in the window", Goal: report.Goal{Op: report.AtMost, Value: 0},
+				Value: float64(rb.inside.Failed), Peers: []float64{float64(runs[0].inside.Failed)}},
+			{Metric: "p99 in the window minus steady p99", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 20},
+				Value: ms(rb.inside.P99 - rb.steady.P99), Peers: []float64{ms(runs[0].inside.P99 - runs[0].steady.P99)}, Digits: 1},
+		},
+		Note: fmt.Sprintf("Bad binary: a build of this tree with the test fault `%s` (it passes validation and selftest, then its workers answer `/__/health` unhealthy), dropped under the same load as table 4; the window runs from the drop until the roll-out has rolled back (`rollout.json`: %s, reason: %s) and every port answers from the previous binary again. From the flip of `current` to the end of the rollback: %.2f s. The lodis upgrade column repeats table 4's good drop. Goal from the brief: time to rollback ≤ 5 s.",
+			buildinfo.FaultServeUnhealthy, rbState.Phase, oneLine(rbState.Reason), rbState.Finished.Sub(rbState.Started).Seconds()),
 	}
 	return []report.Table{t, lod}, nil
 }
@@ -292,54 +329,137 @@ func (e *env) nginxUpgrade(ctx context.Context) (*upgradeRun, error) {
 
 // lodisUpgrade drops a new lodis binary into /var/lib/lodis/incoming under
 // load; the window ends when every port answers from the new binary (its
-// sha256 on /__/health).
-func (e *env) lodisUpgrade(ctx context.Context) (*upgradeRun, error) {
+// sha256 on /__/health). The roll-out runs as installed: default settle and
+// canary soak.
+func (e *env) lodisUpgrade(ctx context.Context, bin []byte, sum string) (*upgradeRun, error) {
 	ports := portRange(portUpgradeLodis, cohort)
-	bin, sum, err := e.buildVariant(ctx, "bench-next")
-	if err != nil {
-		return nil, err
-	}
-	if _, err := e.m.Systemctl(ctx, "enable", "--now", "lodis-upgrade.path"); err != nil {
-		return nil, err
-	}
 	if err := e.enable(ctx, ports...); err != nil {
 		return nil, err
 	}
 	defer e.disable(context.WithoutCancel(ctx), ports...)
-	for _, p := range ports {
-		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
-			return nil, err
-		}
+	if err := e.warm(ctx, ports); err != nil {
+		return nil, err
 	}
-	incoming := filepath.Join(e.m.Root, "var/lib/lodis/incoming")
 	return e.underLoad(ctx, "lodis upgrade", lodisTargets(ports), func(ctx context.Context) error {
-		// As documented for the drop: write aside, then rename into place.
-		tmp := filepath.Join(incoming, ".lodis.tmp")
-		if err := os.WriteFile(tmp, bin, 0o755); err != nil {
-			return fmt.Errorf("drop: %w", err)
+		if err := e.drop(bin); err != nil {
+			return err
 		}
-		if err := os.Rename(tmp, filepath.Join(incoming, "lodis")); err != nil {
-			return fmt.Errorf("drop: %w", err)
+		if err := e.waitAll(ctx, ports, func(h health, _ int) bool { return h.SHA256 == sum }); err != nil {
+			return fmt.Errorf("%w; lodis-upgrade:\n%s", err, e.journal(ctx, "lodis-upgrade.service"))
 		}
-		return e.waitAll(ctx, ports, func(h health, _ int) bool { return h.SHA256 == sum })
+		return nil
 	})
 }
 
-// buildVariant builds lodis from the repo with another version string, so
-// that its sha256 differs from the installed one; it returns the binary and
-// its sha256.
-func (e *env) buildVariant(ctx context.Context, version string) ([]byte, string, error) {
-	out := filepath.Join(e.tmp, "lodis-"+version)
-	c := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags",
-		"-s -w -X github.com/lodis/lodis/internal/buildinfo.Version="+version, "-o", out, "./cmd/lodis")
-	c.Dir = e.repo
-	if b, err := c.CombinedOutput(); err != nil {
-		return nil, "", fmt.Errorf("build lodis %s: %w: %s", version, err, b)
+// lodisRollback drops a binary that passes validation but whose workers
+// report unhealthy once rolled out, under load; the window ends when the
+// roll-out has rolled back and every port answers from the previous binary.
+func (e *env) lodisRollback(ctx context.Context, bin []byte) (*upgradeRun, *rollout.State, error) {
+	ports := portRange(portUpgradeLodis, cohort)
+	if err := e.enable(ctx, ports...); err != nil {
+		return nil, nil, err
 	}
-	b, err := os.ReadFile(out)
+	defer e.disable(context.WithoutCancel(ctx), ports...)
+	if err := e.warm(ctx, ports); err != nil {
+		return nil, nil, err
+	}
+	before, err := healthOf(ctx, ports[0])
 	if err != nil {
-		return nil, "", fmt.Errorf("build lodis %s: %w", version, err)
+		return nil, nil, err
 	}
-	s := sha256.Sum256(b)
-	return b, hex.EncodeToString(s[:]), nil
+	var st *rollout.State
+	r, err := e.underLoad(ctx, "lodis rollback", lodisTargets(ports), func(ctx context.Context) error {
+		dropped := time.Now()
+		if err := e.drop(bin); err != nil {
+			return err
+		}
+		store := &rollout.FileStore{Path: filepath.Join(e.m.Root, "var/lib/lodis/rollout.json")}
+		err := poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+			s, err := store.Load()
+			if err != nil || s == nil {
+				return false, fmt.Sprintf("rollout.json: %v", err)
+			}
+			st = s
+			return s.Started.After(dropped.Add(-time.Second)) && s.Phase.Finished(), fmt.Sprintf("roll-out %s: %s", s.ID, s.Phase)
+		})
+		if err != nil {
+			return fmt.Errorf("%w; lodis-upgrade:\n%s", err, e.journal(ctx, "lodis-upgrade.service"))
+		}
+		if st.Phase != rollout.PhaseRolledBack {
+			return fmt.Errorf("the unhealthy binary was not rolled back: roll-out %s ended %s (%s)", st.ID, st.Phase, st.Reason)
+		}
+		return e.waitAll(ctx, ports, func(h health, _ int) bool { return h.SHA256 == before.SHA256 })
+	})
+	return r, st, err
+}
+
+// warm starts the workers of ports, outside any measured window.
+func (e *env) warm(ctx context.Context, ports []int) error {
+	for _, p := range ports {
+		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drop puts bin in /var/lib/lodis/incoming/lodis as documented: written
+// aside, then renamed into place.
+func (e *env) drop(bin []byte) error {
+	incoming := filepath.Join(e.m.Root, "var/lib/lodis/incoming")
+	tmp := filepath.Join(incoming, ".lodis.tmp")
+	if err := os.WriteFile(tmp, bin, 0o755); err != nil {
+		return fmt.Errorf("drop: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(incoming, "lodis")); err != nil {
+		return fmt.Errorf("drop: %w", err)
+	}
+	return nil
+}
+
+// variants are the binaries the lodis upgrade runs drop.
+type variants struct {
+	good    []byte // this tree, stamped with another version
+	goodSum string // its sha256
+	bad     []byte // this tree with buildinfo.FaultServeUnhealthy
+}
+
+// buildVariants builds the binaries of the lodis upgrade runs in the
+// background (they take a while on a busy machine) and returns a function
+// that waits for them.
+func buildVariants(repo, dir string) func() (*variants, error) {
+	type out struct {
+		v   *variants
+		err error
+	}
+	c := make(chan out, 1)
+	go func() {
+		v := &variants{}
+		var err error
+		if v.good, v.goodSum, err = buildVariant(repo, dir, testbin.Spec{Version: "bench-next"}); err == nil {
+			v.bad, _, err = buildVariant(repo, dir, testbin.Spec{Version: "bench-unhealthy", Fault: buildinfo.FaultServeUnhealthy})
+		}
+		c <- out{v, err}
+	}()
+	var once sync.Once
+	var res out
+	return func() (*variants, error) {
+		once.Do(func() { res = <-c })
+		return res.v, res.err
+	}
+}
+
+// buildVariant builds lodis from repo as s says and returns the binary and
+// its sha256.
+func buildVariant(repo, dir string, s testbin.Spec) ([]byte, string, error) {
+	path, err := testbin.Build(repo, dir, s)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("build lodis %s: %w", s.Version, err)
+	}
+	sum := sha256.Sum256(b)
+	return b, hex.EncodeToString(sum[:]), nil
 }

@@ -58,7 +58,7 @@ func TestQuickReport(t *testing.T) {
 	// figures; the others say why they did not run.
 	sections := sectionsOf(text)
 	for _, title := range []string{"1. Cold vs warm activation", "2. Throughput and latency", "3. Footprint: 10 ports enabled",
-		"4. Upgrade under load: baselines", "5. Chaos: workers aborting at random, through nginx vs direct"} {
+		"4. Upgrade under load", "5. Chaos: workers aborting at random, through nginx vs direct"} {
 		body, ok := sections[title]
 		if !ok {
 			// The upgrade table's title says when the lodis column is missing.
