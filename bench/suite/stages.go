@@ -117,6 +117,7 @@ type progress struct {
 	n         int
 	remaining []time.Duration // estimates of the stages not yet ended, including the current
 	estDone   time.Duration   // sum of the estimates of the ended stages
+	ended     int             // steps ended
 	name      string
 	began     time.Time
 	inStage   bool
@@ -146,6 +147,7 @@ func (p *progress) begin(name string) {
 
 func (p *progress) end() {
 	p.inStage = false
+	p.ended++
 	if len(p.remaining) > 0 {
 		p.estDone += p.remaining[0]
 		p.remaining = p.remaining[1:]
@@ -170,7 +172,9 @@ func (p *progress) eta() time.Duration {
 		left -= min(in, p.remaining[0])
 		spent -= in
 	}
-	if p.estDone > 0 && spent > 0 {
+	// Machine set-up alone says little about the stages: scale once a stage
+	// has ended.
+	if p.ended >= 2 && p.estDone > 0 && spent > 0 {
 		left = time.Duration(float64(left) * min(max(float64(spent)/float64(p.estDone), 0.5), 3))
 	}
 	return max(left, 0)

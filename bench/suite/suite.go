@@ -177,7 +177,7 @@ type features struct {
 }
 
 // setupEstimate is the usual time to boot the machine and install lodis.
-const setupEstimate = 20 * time.Second
+const setupEstimate = 10 * time.Second
 
 // setup builds what the stages need on the host, boots the machine, installs
 // lodis, the bare net/http server and the nginx config directory in it.
