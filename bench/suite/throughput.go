@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lodis/lodis/bench/load"
@@ -118,8 +119,12 @@ func throughputStage(ctx context.Context, e *env) ([]report.Table, error) {
 			report.Goal{Op: report.AtMost, Value: 1.25, Of: "net/http"}, func(i int) float64 { return ms(p.f(fixed[i])) })
 	}
 	row("failed requests, all runs", "", report.Goal{Op: report.AtMost, Value: 0}, func(i int) float64 { return float64(failed[i]) })
-	t.Note = fmt.Sprintf(`All four servers run in the machine, under systemd; the load generator (package bench/load, on the host, %d keep-alive connections) shares the same 2 cores, so every server is measured with the same handicap. lodis: socket-activated `+"`lodis serve`"+`, installed unit, `+"`GET /__/time`"+`. net/http: bench/hello, a bare `+"`http.Server`"+` answering "hello" (a transient service). nginx: nginx-light, `+"`return 200`"+`, worker_processes auto, access log off (a transient service, `+"`nginx -c FILE -g 'daemon off;'`"+`). lodis, unhardened unit: the same worker with the sandboxing settings removed (see table 1), to show what they cost under load. Peak: closed loop for %s per run, the servers' runs interleaved, %d rounds; median shown. Latency: open loop at a fixed %d requests/s for %s, from each request's due time (no coordinated omission). Goals: throughput ≥ 0.95 × net/http is the project's; the latency goal (≤ 1.25 × net/http) is set here.`,
-		maxConns, e.plan.maxDuration, e.plan.rounds, fixedRate, e.plan.rateDuration)
+	var spread []string
+	for i, s := range servers {
+		spread = append(spread, fmt.Sprintf("%s %.0f–%.0f", s.name, slices.Min(peak[i]), slices.Max(peak[i])))
+	}
+	t.Note = fmt.Sprintf(`All four servers run in the machine, under systemd; the load generator (package bench/load, on the host, %d keep-alive connections) shares the same 2 cores, so every server is measured with the same handicap. lodis: socket-activated `+"`lodis serve`"+`, installed unit, `+"`GET /__/time`"+`. net/http: bench/hello, a bare `+"`http.Server`"+` answering "hello" (a transient service). nginx: nginx-light, `+"`return 200`"+`, worker_processes auto, access log off (a transient service, `+"`nginx -c FILE -g 'daemon off;'`"+`). lodis, unhardened unit: the same worker with the sandboxing settings removed (see table 1), to show what they cost under load. Peak: closed loop for %s per run, the servers' runs interleaved, %d rounds; median shown; the runs ranged over %s requests/s, so differences within those ranges are noise. Latency: open loop at a fixed %d requests/s for %s, from each request's due time (no coordinated omission). Goals: throughput ≥ 0.95 × net/http is the project's; the latency goal (≤ 1.25 × net/http) is set here.`,
+		maxConns, e.plan.maxDuration, e.plan.rounds, strings.Join(spread, ", "), fixedRate, e.plan.rateDuration)
 
 	var series []plot.Series
 	for i, s := range servers {
