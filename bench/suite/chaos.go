@@ -2,7 +2,9 @@ package suite
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -11,6 +13,7 @@ import (
 	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
 	"github.com/lodis/lodis/bench/report"
+	"github.com/lodis/lodis/supervisor"
 )
 
 // Load of the chaos stage: two clients at once, one through nginx, one
@@ -44,7 +47,7 @@ func chaosStage(ctx context.Context, e *env) ([]report.Table, error) {
 	defer e.disable(context.WithoutCancel(ctx), ports...)
 	if e.has.supervisor {
 		if _, err := e.m.Systemctl(ctx, "enable", "--now", "lodis-supervisor.service"); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w; its journal:\n%s", err, e.journal(ctx, "lodis-supervisor.service"))
 		}
 	}
 	front, how, err := e.chaosFront(ctx, ports)
@@ -164,12 +167,14 @@ func (e *env) aborts(ctx context.Context, since string, ports []int) (int, error
 	return strings.Count(out, "chaos: aborting now"), nil
 }
 
-// killToServing kills a running worker with SIGKILL, samples at a time, and
-// times from the kill to the first successful response of a client polling
-// its port every 5 ms from a new worker.
+// killToServing kills a running worker with SIGKILL, samples at a time, sent
+// from the host to the worker's host PID, and times from the kill to the
+// supervisor's event that the worker failed (detected) and to the first
+// successful answer from a new worker to a client polling its port every
+// 2 ms (serving).
 func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, error) {
 	n := pick(e.quick, killSamplesQuick, killSamples)
-	var s samples
+	var detect, serve samples
 	for i := range n {
 		p := ports[i%len(ports)]
 		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
@@ -179,15 +184,20 @@ func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, err
 		if err != nil {
 			return report.Table{}, err
 		}
-		// The clock starts when the kill command inside the machine returns:
-		// its signal is sent just before it exits, while starting it (nsenter)
-		// takes tens of milliseconds that have nothing to do with lodis.
-		if _, err := e.m.Output(ctx, "kill", "-s", strconv.Itoa(int(syscall.SIGKILL)), strconv.Itoa(h.PID)); err != nil {
+		hp, err := e.hostPID(h.PID)
+		if err != nil {
+			return report.Table{}, err
+		}
+		after, err := e.lastEvent(ctx)
+		if err != nil {
 			return report.Table{}, err
 		}
 		start := time.Now()
+		if err := syscall.Kill(hp, syscall.SIGKILL); err != nil {
+			return report.Table{}, fmt.Errorf("kill worker %d (host pid %d): %w", h.PID, hp, err)
+		}
 		var pid int
-		err = poll(ctx, 10*time.Second, 5*time.Millisecond, func() (bool, string) {
+		err = poll(ctx, 10*time.Second, 2*time.Millisecond, func() (bool, string) {
 			h2, err := healthOf(ctx, p)
 			if err != nil {
 				return false, err.Error()
@@ -198,17 +208,92 @@ func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, err
 		if err != nil {
 			return report.Table{}, fmt.Errorf("port %d after kill -9: %w", p, err)
 		}
-		s.add(time.Since(start), pid)
+		serve.add(time.Since(start), pid)
+		unit := serviceUnit(p)
+		var seen supervisor.Event
+		err = poll(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+			evs, err := e.events(ctx, after)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, ev := range evs {
+				if ev.Unit == unit && ev.To == "failed/failed" {
+					seen = ev
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("no failure event for %s among %d events", unit, len(evs))
+		})
+		if err != nil {
+			return report.Table{}, fmt.Errorf("supervisor after kill -9 of %s: %w", unit, err)
+		}
+		detect.add(seen.Time.Sub(start), 0)
+		// A worker that lives a little before the next kill.
+		time.Sleep(100 * time.Millisecond)
 	}
 	return report.Table{
 		Title:   titleKill,
 		Subject: "lodis with the supervisor",
 		Rows: []report.Row{
-			{Metric: "kill -9 to serving p50", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: s.pct(50)},
-			{Metric: "kill -9 to serving p99", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: s.pct(99)},
+			{Metric: "kill -9 to detected p50", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: detect.pct(50)},
+			{Metric: "kill -9 to detected p99", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: detect.pct(99)},
+			{Metric: "kill -9 to serving p50", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: serve.pct(50)},
+			{Metric: "kill -9 to serving p99", Unit: "ms", Goal: report.Goal{Op: report.AtMost, Value: 200}, Value: serve.pct(99)},
 		},
-		Note: fmt.Sprintf("%d kills over the 10 ports (chaos off): from the return of `kill -9 PID` of the worker (run inside the machine) to the first answer from a new worker PID, a client polling `/__/health` every 5 ms. Goal from the brief: ≤ 200 ms.", n),
+		Note: fmt.Sprintf("%d kills over the 10 ports (chaos off), `lodis-supervisor.service` as installed: SIGKILL sent from the host to the worker's process. Detected: the time of the supervisor's event that the worker unit went `failed/failed` (its status API, `/v1/events`). Serving: the first answer from a new worker PID to a client polling `/__/health` every 2 ms (its connections themselves start the new worker through the socket). Goal from the brief: ≤ 200 ms.", n),
 	}, nil
+}
+
+// hostPID finds, from the host, the process that is pid inside the machine.
+func (e *env) hostPID(pid int) (int, error) {
+	want, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", e.m.Leader))
+	if err != nil {
+		return 0, fmt.Errorf("machine pid namespace: %w", err)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("host processes: %w", err)
+	}
+	for _, d := range ents {
+		n, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", n)); ns != want {
+			continue
+		}
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", n))
+		for _, l := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(pid) {
+				return n, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no host process for machine pid %d", pid)
+}
+
+// events returns the supervisor's events with a sequence number above
+// after, from its status API inside the machine.
+func (e *env) events(ctx context.Context, after uint64) ([]supervisor.Event, error) {
+	out, err := e.m.Output(ctx, "curl", "-sf", "--unix-socket", supervisor.DefaultSocket,
+		fmt.Sprintf("http://supervisor/v1/events?since=%d", after))
+	if err != nil {
+		return nil, fmt.Errorf("supervisor events: %w", err)
+	}
+	var evs []supervisor.Event
+	if err := json.Unmarshal([]byte(out), &evs); err != nil {
+		return nil, fmt.Errorf("supervisor events: %w", err)
+	}
+	return evs, nil
+}
+
+// lastEvent returns the sequence number of the supervisor's last event.
+func (e *env) lastEvent(ctx context.Context) (uint64, error) {
+	evs, err := e.events(ctx, 0)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	return evs[len(evs)-1].Seq, nil
 }
 
 // supervisorRSS reads the supervisor's resident memory with the ports idle.

@@ -45,7 +45,7 @@ var allStages = []stage{
 	{name: "upgrade", title: "upgrade under load", titles: []string{titleUpgrade, titleUpgradeLod},
 		estimate: func(q bool) time.Duration { return pick(q, 40*time.Second, 100*time.Second) }, run: upgradeStage},
 	{name: "chaos", title: "chaos", titles: []string{titleChaos, titleKill, titleSupRSS},
-		estimate: func(q bool) time.Duration { return pick(q, 18*time.Second, 65*time.Second) }, run: chaosStage},
+		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 85*time.Second) }, run: chaosStage},
 }
 
 // StageNames lists the stages in the order they run, for Options.Stages.
