@@ -119,21 +119,22 @@ func chaosStage(ctx context.Context, e *env) ([]report.Table, error) {
 	front.stop(ctx, e)
 	for _, p := range ports {
 		if _, err := e.m.Output(ctx, "rm", "-f", dropIn(p, "chaos")); err != nil {
-			return nil, err
+			return tables, err
 		}
 	}
 	if _, err := e.m.Systemctl(ctx, "daemon-reload"); err != nil {
-		return nil, err
+		return tables, err
 	}
 	kill, err := e.killToServing(ctx, ports)
 	if err != nil {
-		return nil, err
+		return tables, err
 	}
+	tables = append(tables, kill)
 	rss, err := e.supervisorRSS(ctx, ports)
 	if err != nil {
-		return nil, err
+		return tables, err
 	}
-	return append(tables, kill, rss), nil
+	return append(tables, rss), nil
 }
 
 // chaosFront starts nginx on portChaosFnt in front of ports, with the

@@ -321,19 +321,26 @@ func (e *env) unitPIDs(ctx context.Context, unit string) ([]int, error) {
 		if err != nil {
 			return nil, fmt.Errorf("processes of %s: %q", unit, out)
 		}
-		ps = append(ps, p)
+		// 0 stands for a process the reader cannot see (one exiting, say).
+		if p > 0 {
+			ps = append(ps, p)
+		}
 	}
 	return ps, nil
 }
 
 // rss returns the summed resident set size in bytes of the processes pids
-// inside the machine, read from /proc/PID/status as the machine sees it.
+// inside the machine, read from /proc/PID/status as the machine sees it. A
+// process that has exited meanwhile counts for nothing.
 func (e *env) rss(ctx context.Context, pids []int) (uint64, error) {
 	var total uint64
 	for _, p := range pids {
-		out, err := e.m.Output(ctx, "grep", "^VmRSS:", fmt.Sprintf("/proc/%d/status", p))
+		out, err := e.m.Sh(ctx, fmt.Sprintf("f=/proc/%d/status; [ ! -e $f ] || grep '^VmRSS:' $f || true", p))
 		if err != nil {
 			return 0, fmt.Errorf("rss of pid %d: %w", p, err)
+		}
+		if strings.TrimSpace(out) == "" {
+			continue // exited, or a kernel thread
 		}
 		f := strings.Fields(out)
 		if len(f) < 2 {

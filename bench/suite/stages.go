@@ -37,13 +37,13 @@ const (
 
 var allStages = []stage{
 	{name: "cold", title: "cold vs warm activation", titles: []string{titleCold, titleAblation, titleGroups},
-		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 4*time.Minute) }, run: coldStage},
+		estimate: func(q bool) time.Duration { return pick(q, 8*time.Second, 100*time.Second) }, run: coldStage},
 	{name: "throughput", title: "throughput and latency", titles: []string{titleThroughput},
-		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 3*time.Minute) }, run: throughputStage},
+		estimate: func(q bool) time.Duration { return pick(q, 16*time.Second, 140*time.Second) }, run: throughputStage},
 	{name: "footprint", title: "footprint", titles: []string{titleFootprint},
 		estimate: func(q bool) time.Duration { return pick(q, 6*time.Second, 10*time.Second) }, run: footprintStage},
 	{name: "upgrade", title: "upgrade under load", titles: []string{titleUpgrade, titleUpgradeLod},
-		estimate: func(q bool) time.Duration { return pick(q, 40*time.Second, 100*time.Second) }, run: upgradeStage},
+		estimate: func(q bool) time.Duration { return pick(q, 40*time.Second, 80*time.Second) }, run: upgradeStage},
 	{name: "chaos", title: "chaos", titles: []string{titleChaos, titleKill, titleSupRSS},
 		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 85*time.Second) }, run: chaosStage},
 }

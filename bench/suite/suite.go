@@ -105,7 +105,7 @@ func Run(ctx context.Context, o Options) (string, error) {
 		ts, err := s.run(ctx, e)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("stage %s: %w", s.name, err))
-			ts = skipped(s, "failed: "+oneLine(err.Error()))
+			ts = complete(s, ts, "failed: "+oneLine(err.Error()))
 		}
 		tables = append(tables, ts...)
 		prog.end()
@@ -243,6 +243,22 @@ func (e *env) close() {
 		e.m.Close()
 	}
 	os.RemoveAll(e.tmp)
+}
+
+// complete returns the tables a failed stage measured before it failed,
+// and each of its other tables marked not run for reason.
+func complete(s stage, done []report.Table, reason string) []report.Table {
+	var out []report.Table
+	for _, title := range s.titles {
+		t := report.Table{Title: title, NotRun: reason}
+		for _, d := range done {
+			if d.Title == title || strings.HasPrefix(d.Title, title+":") {
+				t = d
+			}
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 func contains(list []string, s string) bool {

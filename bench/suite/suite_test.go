@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lodis/lodis/bench/report"
 )
 
 func TestParseUnitSplitsTheWorkerUnit(t *testing.T) {
@@ -166,5 +168,16 @@ func TestHardeningGroupsNameUnitSettings(t *testing.T) {
 				t.Errorf("group %q names %s, which the worker unit does not set", g.name, k)
 			}
 		}
+	}
+}
+
+// A stage that fails part-way keeps the tables it measured; the others say
+// it failed.
+func TestCompleteKeepsMeasuredTables(t *testing.T) {
+	s := stage{name: "x", titles: []string{"A", "B", "C"}}
+	measured := report.Table{Title: "B: baselines", Rows: []report.Row{{Metric: "m"}}}
+	got := complete(s, []report.Table{measured}, "failed: boom")
+	if len(got) != 3 || got[0].NotRun != "failed: boom" || got[1].Title != "B: baselines" || got[1].NotRun != "" || got[2].NotRun != "failed: boom" {
+		t.Errorf("complete = %+v", got)
 	}
 }
