@@ -181,3 +181,27 @@ func TestCompleteKeepsMeasuredTables(t *testing.T) {
 		t.Errorf("complete = %+v", got)
 	}
 }
+
+// The committed report (make bench) has a number in every cell and a
+// reason for every table that was not run, and shows only plots that exist.
+func TestCommittedReportVerifies(t *testing.T) {
+	md, err := os.ReadFile("../" + ReportFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := report.Verify(md); err != nil {
+		t.Error(err)
+	}
+	for _, m := range regexp.MustCompile(`!\[[^\]]+\]\(([^)]+)\)`).FindAllStringSubmatch(string(md), -1) {
+		if _, err := os.Stat("../" + m[1]); err != nil {
+			t.Errorf("plot %s: %v", m[1], err)
+		}
+	}
+	for _, s := range allStages {
+		for _, title := range s.titles {
+			if !strings.Contains(string(md), "\n## "+title) {
+				t.Errorf("no section %q", title)
+			}
+		}
+	}
+}
