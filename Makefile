@@ -15,7 +15,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/lodis/lodis/internal/bu
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.demo/*' 2>/dev/null) go.mod go.sum
 UNITS := $(wildcard units/*.socket units/*.service units/*.target units/*.path)
 
-.PHONY: bench-upgrade bench-supervisor all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb nix-vendor-hash
+.PHONY: bench-micro bench-upgrade bench-supervisor all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb nix-vendor-hash
 
 all: build
 
@@ -114,8 +114,13 @@ bin/lodis-bench: $(GO_SOURCES)
 # bench boots one throwaway systemd, runs every benchmark stage against lodis
 # and its baselines, and writes bench/report.md and its SVG plots.
 # QUICK=1 runs each stage briefly (under 2 minutes in all).
-bench: deps bin/lodis bin/lodis-bench
+bench: deps bin/lodis bin/lodis-bench bench-micro
 	bin/lodis-bench $(if $(QUICK),--quick) --command 'make bench$(if $(QUICK), QUICK=1)'
+
+# bench-micro: Go benchmarks of the hot paths (activation bookkeeping per
+# request and connection, health handler, event ring), with allocations.
+bench-micro:
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem $(if $(QUICK),-benchtime 100ms) ./activation ./internal/worker ./supervisor | tee bench/micro.txt
 
 demo: deps bin/lodis bin/lodis-machine
 	bin/lodis-machine demo --ports 8080-8089 --state .demo
