@@ -34,7 +34,30 @@ type Snapshot struct {
 	Since     time.Time        `json:"since"`         // when the supervisor started
 	PID       int              `json:"pid"`
 	Version   string           `json:"version"`
+	SHA256    string           `json:"sha256,omitempty"` // of the supervisor's own binary
 	Instances []InstanceStatus `json:"instances"`
+	// Rollout is the roll-out under way, or the last one; nil when none is
+	// known (or no extension drives roll-outs).
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+}
+
+// RolloutStatus is the roll-out line of the status: which release goes
+// where, the phase, and how many running workers have moved.
+type RolloutStatus struct {
+	ID          string    `json:"id"`
+	Kind        string    `json:"kind"` // upgrade or rollback
+	From        string    `json:"from"` // sha256
+	To          string    `json:"to"`   // sha256
+	FromVersion string    `json:"from_version,omitempty"`
+	ToVersion   string    `json:"to_version,omitempty"`
+	Phase       string    `json:"phase"`   // pending, rolling, supervisor, done, rolling-back, rolled-back, failed
+	Running     bool      `json:"running"` // false once it has ended
+	Moved       int       `json:"moved"`   // workers verified on To
+	Total       int       `json:"total"`   // workers planned
+	Current     string    `json:"current,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished,omitzero"`
 }
 
 // InstanceStatus is one lodis instance (a port) as the supervisor sees it.
@@ -70,7 +93,11 @@ type API struct {
 	Events  *Events
 	Metrics *Metrics
 	Log     logrus.FieldLogger
-	Version string
+	Version string // of the supervisor's binary, shown in the snapshot
+	SHA256  string // of the supervisor's binary, shown in the snapshot
+	// Rollout, if set (by the extension that drives roll-outs), tells the
+	// roll-out line of GET /v1/instances.
+	Rollout func(ctx context.Context) *RolloutStatus
 	mux     *http.ServeMux
 }
 
@@ -106,7 +133,10 @@ func (a *API) instances(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "supervisor busy or stopping", http.StatusServiceUnavailable)
 		return
 	}
-	snap.PID, snap.Version = os.Getpid(), a.Version
+	snap.PID, snap.Version, snap.SHA256 = os.Getpid(), a.Version, a.SHA256
+	if a.Rollout != nil {
+		snap.Rollout = a.Rollout(ctx)
+	}
 	writeJSON(w, snap)
 }
 
@@ -127,12 +157,16 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, ev)
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+// WriteJSON writes v as indented JSON, the format of every API answer.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
+
+func writeJSON(w http.ResponseWriter, v any) { WriteJSON(w, http.StatusOK, v) }
 
 // ListenUnix listens on path for the API: a stale socket file is replaced
 // (only if nothing answers on it), the file gets mode 0660 and, when group is

@@ -75,14 +75,21 @@ type Bus struct {
 
 // DialBus connects to the first address of o.Where() that answers and
 // subscribes to unit signals. The error names every address tried.
-func DialBus(o BusOptions) (*Bus, error) {
+func DialBus(o BusOptions) (*Bus, error) { return dialBus(o, true) }
+
+// DialUnits is DialBus for a caller that acts on units without watching
+// them (lodis upgrade driving a roll-out by itself): no signal subscription,
+// so no signal queues up unread. Its signal channel is nil.
+func DialUnits(o BusOptions) (*Bus, error) { return dialBus(o, false) }
+
+func dialBus(o BusOptions, watch bool) (*Bus, error) {
 	where := o.Where()
 	if len(where) == 0 {
 		return nil, errors.New("no D-Bus address for the user manager: set XDG_RUNTIME_DIR or DBUS_SESSION_BUS_ADDRESS")
 	}
 	var errs []string
 	for _, addr := range where {
-		b, err := dialOne(addr)
+		b, err := dialOne(addr, watch)
 		if err == nil {
 			return b, nil
 		}
@@ -91,7 +98,7 @@ func DialBus(o BusOptions) (*Bus, error) {
 	return nil, fmt.Errorf("systemd D-Bus unreachable (%s)", strings.Join(errs, "; "))
 }
 
-func dialOne(addr string) (*Bus, error) {
+func dialOne(addr string, watch bool) (*Bus, error) {
 	direct := strings.HasSuffix(addr, "/systemd/private")
 	dial := func() (*dbus.Conn, error) {
 		c, err := dbus.Dial(addr)
@@ -124,7 +131,11 @@ func dialOne(addr string) (*Bus, error) {
 		conn.Close()
 		return nil, err
 	}
-	b := &Bus{Address: addr, direct: direct, conn: conn, sig: sig, sigCh: make(chan *dbus.Signal, 512)}
+	b := &Bus{Address: addr, direct: direct, conn: conn, sig: sig}
+	if !watch {
+		return b, nil
+	}
+	b.sigCh = make(chan *dbus.Signal, 512)
 	if err := b.subscribe(); err != nil {
 		b.Close()
 		return nil, err
@@ -317,6 +328,20 @@ func (b *Bus) StopUnit(ctx context.Context, name string) error {
 // RestartUnit implements Units.
 func (b *Bus) RestartUnit(ctx context.Context, name string) error {
 	return b.job(ctx, "restart", name, b.conn.RestartUnitContext)
+}
+
+// TryRestartUnit implements Units.
+func (b *Bus) TryRestartUnit(ctx context.Context, name string) error {
+	return b.job(ctx, "try-restart", name, b.conn.TryRestartUnitContext)
+}
+
+// EnqueueRestartUnit implements Units: no job channel, so nothing waits for
+// the job (and go-systemd keeps no listener for it).
+func (b *Bus) EnqueueRestartUnit(ctx context.Context, name string) error {
+	if _, err := b.conn.RestartUnitContext(ctx, name, "replace", nil); err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
+	return nil
 }
 
 // ResetFailedUnit implements Units.

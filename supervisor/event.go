@@ -14,7 +14,8 @@ const (
 	KindRemedy     = "remedy"     // the supervisor acted on a unit
 	KindProbe      = "probe"      // a health probe changed verdict
 	KindWakeProbe  = "wake-probe" // an end-to-end probe of an idle port
-	KindSupervisor = "supervisor" // the supervisor itself: bus lost or regained, started
+	KindSupervisor = "supervisor" // the supervisor itself: bus lost or regained, started, remedies held
+	KindRollout    = "rollout"    // a step of an upgrade roll-out (package rollout): Action is the step
 )
 
 // Event is one thing that happened to an instance (or to the supervisor): a

@@ -43,6 +43,12 @@ func (f *fakeConn) Calls() []string {
 func (f *fakeConn) StartUnit(_ context.Context, n string) error   { return f.record("start " + n) }
 func (f *fakeConn) StopUnit(_ context.Context, n string) error    { return f.record("stop " + n) }
 func (f *fakeConn) RestartUnit(_ context.Context, n string) error { return f.record("restart " + n) }
+func (f *fakeConn) TryRestartUnit(_ context.Context, n string) error {
+	return f.record("try-restart " + n)
+}
+func (f *fakeConn) EnqueueRestartUnit(_ context.Context, n string) error {
+	return f.record("enqueue-restart " + n)
+}
 func (f *fakeConn) ResetFailedUnit(_ context.Context, n string) error {
 	f.record("reset-failed " + n)
 	return nil

@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/lodis/lodis/activation"
 	"github.com/lodis/lodis/internal/buildinfo"
@@ -28,10 +31,41 @@ type Config struct {
 	LogFormat   string
 }
 
-// ParseFlags parses `lodis supervise` arguments. Errors are one line.
-func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
+// An Extension adds a facility to `lodis supervise` that runs inside the
+// supervisor's process, beside its state machine: the upgrade roll-out
+// (rollout.Service). It reaches the supervisor only through the Host.
+type Extension interface {
+	// Flags adds the extension's flags to those of `lodis supervise`.
+	Flags(fs *flag.FlagSet)
+	// Setup is called once the flags are parsed, before the status API
+	// serves: register handlers on h.API here. An error ends `lodis
+	// supervise` with exit status 2 (a configuration error).
+	Setup(h *Host) error
+	// Run runs beside the supervisor until ctx ends; the supervisor's
+	// process exits only after Run has returned.
+	Run(ctx context.Context)
+}
+
+// Host is what an Extension gets of the supervisor: its state machine
+// (Units, HoldWorkers, Snapshot), its status API, its event stream and
+// metrics, and its log.
+type Host struct {
+	Sup     *Supervisor
+	API     *API
+	Events  *Events
+	Metrics *Metrics
+	Log     logrus.FieldLogger
+	SHA256  string // of the supervisor's own binary; "" when unknown
+}
+
+// ParseFlags parses `lodis supervise` arguments, with the flags of each
+// extension. Errors are one line.
+func ParseFlags(args []string, stderr io.Writer, ext ...Extension) (*Config, error) {
 	c := &Config{}
 	fs := flag.NewFlagSet("lodis supervise", flag.ContinueOnError)
+	for _, e := range ext {
+		e.Flags(fs)
+	}
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&c.Bus.User, "user", false, "watch the calling user's service manager instead of the system manager")
 	fs.StringVar(&c.Bus.Address, "bus", "", "D-Bus address of systemd (default: /run/systemd/private as root, else the system bus; with --user the session bus)")
@@ -93,10 +127,11 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	return c, nil
 }
 
-// Main runs `lodis supervise` and returns the exit code: 0 after SIGTERM,
-// 2 for bad flags, 1 when the status socket cannot be opened.
-func Main(args []string, stderr io.Writer) int {
-	cfg, err := ParseFlags(args, stderr)
+// Main runs `lodis supervise` with the given extensions and returns the
+// exit code: 0 after SIGTERM, 2 for bad flags (or an extension's bad
+// setup), 1 when the status socket cannot be opened.
+func Main(args []string, stderr io.Writer, ext ...Extension) int {
+	cfg, err := ParseFlags(args, stderr, ext...)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -130,13 +165,26 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
 		return 2
 	}
+	// Hashed now: the release directory this binary came from may be moved
+	// (to rejected/) while it runs.
+	self, err := buildinfo.SHA256()
+	if err != nil {
+		log.WithError(err).Warn("cannot hash the supervisor's own binary")
+	}
+	api := &API{Sup: sup, Events: events, Metrics: metrics, Log: log, Version: buildinfo.Version, SHA256: self}
+	host := &Host{Sup: sup, API: api, Events: events, Metrics: metrics, Log: log, SHA256: self}
+	for _, e := range ext {
+		if err := e.Setup(host); err != nil {
+			fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
+			return 2
+		}
+	}
 	l, err := ListenUnix(cfg.Socket, cfg.Group)
 	if err != nil {
 		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
 		return 1
 	}
 	defer os.Remove(cfg.Socket)
-	api := &API{Sup: sup, Events: events, Metrics: metrics, Log: log, Version: buildinfo.Version}
 	// The status API failing ends the supervisor too (exit 1: systemd
 	// restarts it), rather than leaving it mute.
 	runCtx, stopRun := context.WithCancel(ctx)
@@ -144,8 +192,14 @@ func Main(args []string, stderr io.Writer) int {
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- api.Serve(runCtx, l); stopRun() }()
 	log.WithField("status_socket", cfg.Socket).WithField("version", buildinfo.Version).Info("lodis supervisor starting")
+	var extDone sync.WaitGroup
+	for _, e := range ext {
+		extDone.Add(1)
+		go func() { defer extDone.Done(); e.Run(runCtx) }()
+	}
 	sup.Run(runCtx)
 	stopRun()
+	extDone.Wait()
 	if err := <-apiErr; err != nil {
 		log.WithError(err).Error("status API failed")
 		return 1

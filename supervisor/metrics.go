@@ -15,6 +15,7 @@ import (
 //	lodis_events_total{kind}                     events emitted
 //	lodis_hook_runs_total{outcome}               --on-event runs: ok, failed, timeout, dropped
 //	lodis_bus_connected                          1 while systemd's D-Bus is reached
+//	lodis_rollouts_total{kind,outcome}           roll-outs driven here: kind upgrade or rollback, outcome done, rolled-back, failed
 type Metrics struct {
 	Registry     *prometheus.Registry
 	instances    *prometheus.GaugeVec
@@ -23,6 +24,7 @@ type Metrics struct {
 	events       *prometheus.CounterVec
 	hookRuns     *prometheus.CounterVec
 	busConnected prometheus.Gauge
+	rollouts     *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers the metrics.
@@ -42,16 +44,22 @@ func NewMetrics() *Metrics {
 			Help: "Runs of the --on-event hook, by outcome."}, []string{"outcome"}),
 		busConnected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lodis_bus_connected",
 			Help: "1 while the supervisor is connected to systemd's D-Bus API."}),
+		rollouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lodis_rollouts_total",
+			Help: "Roll-outs driven by the supervisor, by kind and outcome."}, []string{"kind", "outcome"}),
 	}
 	// The process collector (RSS, CPU, fds) but not the Go collector: its
 	// runtime/metrics descriptions cost memory the supervisor keeps small.
-	m.Registry.MustRegister(m.instances, m.remedies, m.probeLatency, m.events, m.hookRuns, m.busConnected,
+	m.Registry.MustRegister(m.instances, m.remedies, m.probeLatency, m.events, m.hookRuns, m.busConnected, m.rollouts,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // CountEvent counts e; subscribe it to the Events.
 func (m *Metrics) CountEvent(e Event) { m.events.WithLabelValues(e.Kind).Inc() }
+
+// CountRollout counts one roll-out that ended: kind upgrade or rollback,
+// outcome done, rolled-back or failed.
+func (m *Metrics) CountRollout(kind, outcome string) { m.rollouts.WithLabelValues(kind, outcome).Inc() }
 
 // CountHook counts one hook outcome.
 func (m *Metrics) CountHook(outcome string) { m.hookRuns.WithLabelValues(outcome).Inc() }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -271,19 +273,30 @@ func TestAPI(t *testing.T) {
 
 func TestStatusTable(t *testing.T) {
 	now := time.Now()
-	snap := Snapshot{Connected: true, PID: 99, Version: "v2", Since: now.Add(-time.Minute), Instances: []InstanceStatus{
-		{Port: "8080", Socket: "active/running", Worker: "active/running", PID: 123, Version: "v2", UptimeSeconds: 65, Restarts: 1,
+	sha := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	snap := Snapshot{Connected: true, PID: 99, Version: "v2", SHA256: sha, Since: now.Add(-time.Minute), Instances: []InstanceStatus{
+		{Port: "8080", Socket: "active/running", Worker: "active/running", PID: 123, Version: "v2", SHA256: sha, UptimeSeconds: 65, Restarts: 1,
 			Health: &ProbeStatus{OK: true, At: now, LatencyMS: 1.25}},
 		{Port: "8081", Socket: "failed/failed", SocketResult: "trigger-limit-hit", Worker: "inactive/dead",
 			Health: &ProbeStatus{OK: false, Error: "timeout", Failures: 2, At: now}},
-	}}
+	}, Rollout: &RolloutStatus{ID: "20260102T150405Z-0123456789ab", Kind: "upgrade", From: strings.Repeat("f", 64), To: sha,
+		FromVersion: "v1", ToVersion: "v2", Phase: "rolling", Running: true, Moved: 1, Total: 2, Current: "lodis@8081.service"}}
 	var b bytes.Buffer
 	printTable(&b, snap, false, now)
 	out := b.String()
-	for _, w := range []string{"PORT", "HEALTH", "8080  active/running", "123", "1m5s", "ok 1.2ms", "failed/failed (trigger-limit-hit)", "FAILING x2 (timeout)", "2 instances; supervisor pid 99"} {
+	for _, w := range []string{"PORT", "HEALTH", "8080  active/running", "123", "v2       0123456789ab", "1m5s", "ok 1.2ms",
+		"failed/failed (trigger-limit-hit)", "FAILING x2 (timeout)", "2 instances; supervisor pid 99, version v2 (0123456789ab)",
+		"roll-out 20260102T150405Z-0123456789ab: upgrade v1 (ffffffffffff) → v2 (0123456789ab): rolling, moved 1/2, now lodis@8081.service"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("table lacks %q:\n%s", w, out)
 		}
+	}
+	snap.Rollout.Running, snap.Rollout.Phase, snap.Rollout.Moved, snap.Rollout.Finished = false, "rolled-back", 0, now.Add(-3*time.Second)
+	snap.Rollout.Reason = "canary lodis@8080.service: /__/health answered 503"
+	b.Reset()
+	printTable(&b, snap, false, now)
+	if w := "last roll-out 20260102T150405Z-0123456789ab: upgrade v1 (ffffffffffff) → v2 (0123456789ab): rolled-back, moved 0/2, ended 3s ago (canary lodis@8080.service: /__/health answered 503)"; !strings.Contains(b.String(), w) {
+		t.Errorf("table lacks %q:\n%s", w, b.String())
 	}
 	s := fromUnits([]UnitState{
 		{Name: "lodis@8081.socket", ActiveState: "active", SubState: "listening"},
@@ -317,5 +330,41 @@ func TestParseFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("ParseFlags(%v) = %v, want one line with %q", c.args, err, c.want)
 		}
+	}
+}
+
+func TestClient(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	if err := NewClient(sock).Get(context.Background(), "/v1/instances", nil); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("nothing listening: %v, want ErrUnreachable", err)
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/rollout", func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]string
+		json.NewDecoder(r.Body).Decode(&body)
+		if r.Header.Get("Content-Type") != "application/json" || body["sha256"] != "abc" {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		http.Error(w, "a roll-out is under way", http.StatusConflict)
+	})
+	mux.HandleFunc("GET /v1/rollout", func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, 200, map[string]string{"id": "r1"}) })
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	defer srv.Close()
+	c := NewClient(sock)
+	var got map[string]string
+	if err := c.Get(context.Background(), "/v1/rollout", &got); err != nil || got["id"] != "r1" {
+		t.Fatalf("GET: %v %v", got, err)
+	}
+	err = c.Post(context.Background(), "/v1/rollout", map[string]string{"sha256": "abc"}, nil)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != 409 || ae.Message != "a roll-out is under way" ||
+		err.Error() != "supervisor answered 409 Conflict: a roll-out is under way" {
+		t.Fatalf("POST: %v, want the 409 as an *APIError", err)
 	}
 }

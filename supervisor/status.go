@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,29 +31,72 @@ func NewClient(socket string) *Client {
 		}}}}
 }
 
+// ErrUnreachable is wrapped by the Client's errors when nothing answers on
+// the status socket: the supervisor is not running.
+var ErrUnreachable = errors.New("supervisor not reachable")
+
+// APIError is an answer of the status API other than 2xx.
+type APIError struct {
+	Status  int    // HTTP status code
+	Message string // the answer's body, trimmed
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("supervisor answered %d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
+
 // Get fetches path (e.g. "/v1/instances") and decodes the JSON answer into v.
+// Errors wrap ErrUnreachable when no supervisor answers, or are an *APIError.
 func (c *Client) Get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://supervisor"+path, nil)
+	return c.Do(ctx, http.MethodGet, path, nil, v)
+}
+
+// Post sends body as JSON to path and decodes the JSON answer into v (nil:
+// ignored); errors as for Get.
+func (c *Client) Post(ctx context.Context, path string, body, v any) error {
+	return c.Do(ctx, http.MethodPost, path, body, v)
+}
+
+// Do sends one request; body, unless nil, is sent as JSON.
+func (c *Client) Do(ctx context.Context, method, path string, body, v any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://supervisor"+path, rd)
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var ue *net.OpError
 		if errors.As(err, &ue) {
-			return fmt.Errorf("supervisor not reachable at %s: %w", c.Socket, ue.Err)
+			return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, ue.Err)
 		}
-		return fmt.Errorf("supervisor not reachable at %s: %w", c.Socket, err)
+		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("read %s from the supervisor: %w", path, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("supervisor answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	if resp.StatusCode/100 != 2 {
+		return &APIError{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
 	}
-	return json.Unmarshal(b, v)
+	if v == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s %s: bad JSON from the supervisor: %w", method, path, err)
+	}
+	return nil
 }
 
 // StatusMain runs `lodis status`: the instances as the supervisor sees them,
@@ -158,13 +202,7 @@ func fromUnits(units []UnitState) Snapshot {
 // printTable prints the snapshot like `systemctl list-units`.
 func printTable(w io.Writer, snap Snapshot, fallback bool, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tSOCKET\tWORKER\tPID\tVERSION\tUPTIME\tRESTARTS\tHEALTH")
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
+	fmt.Fprintln(tw, "PORT\tSOCKET\tWORKER\tPID\tVERSION\tSHA256\tUPTIME\tRESTARTS\tHEALTH")
 	for _, in := range snap.Instances {
 		sock, work := in.Socket, in.Worker
 		if in.SocketResult != "" && in.SocketResult != "success" {
@@ -191,7 +229,7 @@ func printTable(w io.Writer, snap Snapshot, fallback bool, now time.Time) {
 				health = fmt.Sprintf("FAILING x%d (%s), %s ago", h.Failures, shorten(h.Error, 40), ago)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Port, sock, work, pid, dash(in.Version), up, restarts, health)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Port, sock, work, pid, dash(in.Version), dash(short(in.SHA256)), up, restarts, health)
 	}
 	tw.Flush()
 	switch {
@@ -200,9 +238,53 @@ func printTable(w io.Writer, snap Snapshot, fallback bool, now time.Time) {
 	case !snap.Connected:
 		fmt.Fprintf(w, "\n%d instances; supervisor pid %d CANNOT REACH systemd (states may be stale)\n", len(snap.Instances), snap.PID)
 	default:
-		fmt.Fprintf(w, "\n%d instances; supervisor pid %d, version %s, up %s\n", len(snap.Instances), snap.PID,
-			snap.Version, now.Sub(snap.Since).Round(time.Second))
+		fmt.Fprintf(w, "\n%d instances; supervisor pid %d, version %s (%s), up %s\n", len(snap.Instances), snap.PID,
+			snap.Version, dash(short(snap.SHA256)), now.Sub(snap.Since).Round(time.Second))
 	}
+	if r := snap.Rollout; r != nil {
+		fmt.Fprintln(w, rolloutLine(r, now))
+	}
+}
+
+// rolloutLine is the roll-out line of `lodis status`, e.g.
+// "roll-out 20260102T150405Z-1a2b3c4d5e6f: upgrade v1 (0a1b…) → v2 (1a2b…): rolling, moved 3/10, now lodis@8083.service".
+func rolloutLine(r *RolloutStatus, now time.Time) string {
+	label := func(version, sha string) string {
+		if version == "" {
+			return short(sha)
+		}
+		return version + " (" + short(sha) + ")"
+	}
+	head := "roll-out"
+	if !r.Running {
+		head = "last roll-out"
+	}
+	line := fmt.Sprintf("%s %s: %s %s → %s: %s, moved %d/%d", head, r.ID, r.Kind, label(r.FromVersion, r.From),
+		label(r.ToVersion, r.To), r.Phase, r.Moved, r.Total)
+	if r.Running && r.Current != "" {
+		line += ", now " + r.Current
+	}
+	if !r.Running && !r.Finished.IsZero() {
+		line += fmt.Sprintf(", ended %s ago", now.Sub(r.Finished).Round(time.Second))
+	}
+	if r.Reason != "" {
+		line += " (" + shorten(r.Reason, 120) + ")"
+	}
+	return line
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func shorten(s string, n int) string {

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -96,6 +97,7 @@ type Supervisor struct {
 	dialFails int
 	readySent bool
 	done      <-chan struct{} // closed when Run's context ends
+	hold      string          // who holds the worker remedies ("" = nobody); see HoldWorkers
 
 	// Messages to the Run goroutine.
 	dialed    chan dialResult
@@ -105,6 +107,8 @@ type Supervisor struct {
 	remedied  chan remedyResult
 	snapshots chan chan Snapshot
 	units     chan chan Units
+	holds     chan string
+	stopped   chan struct{} // closed when Run returns
 }
 
 type instance struct {
@@ -119,6 +123,7 @@ type instance struct {
 	probe            probeState
 	backoff          [nRemedies]backoff
 	pending          [nRemedies]bool
+	held             [nRemedies]bool // called for while the worker remedies were held
 	wakeProbeRunning bool
 	gen              [2]uint64 // signals applied to the socket [0] and the service [1]
 	fetching         [2]bool   // a read of the socket [0] / service [1] is under way
@@ -211,13 +216,14 @@ func New(o Options) (*Supervisor, error) {
 		dialed: make(chan dialResult, 1), fetched: make(chan fetchResult, 16),
 		probed: make(chan probeResult, 16), due: make(chan remedyKey, 16),
 		remedied: make(chan remedyResult, 16), snapshots: make(chan chan Snapshot),
-		units: make(chan chan Units),
+		units: make(chan chan Units), holds: make(chan string), stopped: make(chan struct{}),
 	}, nil
 }
 
 // Run watches and mends until ctx is cancelled. It returns nil then; the bus
 // being unreachable is not an error (it keeps retrying).
 func (s *Supervisor) Run(ctx context.Context) error {
+	defer close(s.stopped)
 	s.started = time.Now()
 	s.done = ctx.Done()
 	s.o.Events.Emit(Event{Kind: KindSupervisor, Action: "start", Result: "done",
@@ -291,6 +297,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			} else {
 				ch <- nil
 			}
+		case who := <-s.holds:
+			s.setHold(who)
 		case <-probeT.C:
 			s.probeRunning(ctx)
 		case <-wakeC:
@@ -330,6 +338,75 @@ func (s *Supervisor) Units(ctx context.Context) Units {
 	case <-ctx.Done():
 		return nil
 	}
+}
+
+// HoldWorkers stops the supervisor from mending workers — resetting a
+// failed one, restarting a hung one — until resume is called, because who
+// (a roll-out) is restarting them on purpose and a remedy would be a second
+// restart. Failed sockets are still recovered, and every state change and
+// probe verdict is still tracked and reported; a remedy that would have run
+// is reported once per instance with Result "held". On resume, probe
+// failures are counted afresh and a worker still failed is reset. One hold
+// at a time: a second HoldWorkers replaces who. It returns a no-op when ctx
+// ends before the supervisor answers.
+func (s *Supervisor) HoldWorkers(ctx context.Context, who string) (resume func()) {
+	if who == "" {
+		who = "another lodis component"
+	}
+	select {
+	case s.holds <- who:
+	case <-ctx.Done():
+		return func() {}
+	case <-s.stopped:
+		return func() {}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			select {
+			case s.holds <- "":
+			case <-s.stopped:
+			}
+		})
+	}
+}
+
+// setHold records who holds the worker remedies ("" releases them).
+func (s *Supervisor) setHold(who string) {
+	if who == s.hold {
+		return
+	}
+	was := s.hold
+	s.hold = who
+	if who != "" {
+		s.o.Events.Emit(Event{Kind: KindSupervisor, Action: "hold", Result: "done",
+			Message: "worker remedies held: " + who + " is restarting workers"})
+		return
+	}
+	s.o.Events.Emit(Event{Kind: KindSupervisor, Action: "resume", Result: "done",
+		Message: "worker remedies resumed after " + was})
+	for _, in := range s.instances {
+		in.probe.failures = 0
+		held := in.held
+		in.held = [nRemedies]bool{}
+		if held[remedyResetService] && in.service.ActiveState == "failed" {
+			s.schedule(in, remedyResetService)
+		}
+	}
+}
+
+// holding reports whether remedy r of in must wait for the hold to end, and
+// reports the first such remedy of each kind and instance.
+func (s *Supervisor) holding(in *instance, r remedy) bool {
+	if s.hold == "" || (r != remedyResetService && r != remedyRestart) {
+		return false
+	}
+	if !in.held[r] {
+		in.held[r] = true
+		s.o.Events.Emit(Event{Kind: KindRemedy, Instance: in.port, Unit: ServiceUnit(in.port), Action: r.String(),
+			Result: "held", Message: "not applied while " + s.hold + " is restarting workers"})
+	}
+	return true
 }
 
 func (s *Supervisor) notify(state string) {
@@ -668,7 +745,7 @@ func unitName(port, typ string) string {
 // schedule arranges remedy r for in after its backoff, unless one is
 // already scheduled or under way.
 func (s *Supervisor) schedule(in *instance, r remedy) {
-	if in.pending[r] {
+	if in.pending[r] || s.holding(in, r) {
 		return
 	}
 	in.pending[r] = true
@@ -708,7 +785,7 @@ func (s *Supervisor) runRemedy(ctx context.Context, k remedyKey) {
 	case remedyRestart:
 		need = in.service.ActiveState == "active" && in.probe.failures >= s.o.ProbeFailures
 	}
-	if !need || s.bus == nil {
+	if !need || s.bus == nil || s.holding(in, k.kind) {
 		in.pending[k.kind] = false
 		return
 	}

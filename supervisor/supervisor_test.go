@@ -228,3 +228,75 @@ func TestProber(t *testing.T) {
 		t.Error("a closed port passed the probe")
 	}
 }
+
+// TestHeldWorkersAreNotMended: while a roll-out holds the worker remedies,
+// a hung worker is not restarted and a failed one is not reset, but a
+// failed socket is recovered; once resumed, the failed worker is reset and
+// probe failures are counted afresh.
+func TestHeldWorkersAreNotMended(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"status":"unhealthy"}`, http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"pid":9,"version":"v1","requests":1,"open_conns":1}`)
+	}))
+	defer ok.Close()
+	f := newFake(socketState("8084", "active", "running", "success"), serviceState("8084", "active", "running", "success", 7),
+		socketState("8085", "active", "running", "success"), serviceState("8085", "active", "running", "success", 9))
+	f.listen[SocketUnit("8084")] = srv.Listener.Addr().String()
+	f.listen[SocketUnit("8085")] = ok.Listener.Addr().String()
+	h := startHarness(t, Options{ProbeInterval: 20 * time.Millisecond, ProbeTimeout: 15 * time.Millisecond, ProbeFailures: 2}, f)
+	h.waitFor("connected", func() bool { s, _ := h.sup.Snapshot(context.Background()); return s.Connected })
+	resume := h.sup.HoldWorkers(context.Background(), "roll-out R")
+
+	h.waitFor("held restart", func() bool {
+		_, ok := h.find(func(e Event) bool { return e.Action == "restart" && e.Result == "held" && e.Instance == "8084" })
+		return ok
+	})
+	f.sigs <- propsSignal(ServiceUnit("8085"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
+	f.sigs <- unitSignal(ServiceUnit("8085"), "failed", "failed")
+	h.waitFor("held reset", func() bool {
+		_, ok := h.find(func(e Event) bool { return e.Action == "reset-failed" && e.Result == "held" && e.Instance == "8085" })
+		return ok
+	})
+	f.sigs <- propsSignal(SocketUnit("8085"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "trigger-limit-hit"})
+	f.sigs <- unitSignal(SocketUnit("8085"), "failed", "failed")
+	h.waitFor("socket recovered during the hold", func() bool { return contains(f.Calls(), "start lodis@8085.socket") })
+	time.Sleep(150 * time.Millisecond) // several probe rounds
+	// Only the socket's recovery acted (it resets its service too).
+	want := []string{"reset-failed lodis@8085.service", "reset-failed lodis@8085.socket", "start lodis@8085.socket"}
+	if got := f.Calls(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("calls during the hold %v, want only the socket's recovery %v", got, want)
+	}
+	held := 0
+	for _, e := range h.events.Since(0) {
+		if e.Result == "held" {
+			held++
+		}
+	}
+	if held != 2 {
+		t.Errorf("%d held events, want one per instance and remedy (2):%s", held, h.describe())
+	}
+
+	// The socket listens again; its worker is still failed when the hold
+	// ends.
+	f.sigs <- unitSignal(SocketUnit("8085"), "active", "listening")
+	time.Sleep(50 * time.Millisecond)
+	n := len(f.Calls())
+	resume()
+	h.waitFor("resume event", func() bool {
+		_, ok := h.find(func(e Event) bool { return e.Action == "resume" })
+		return ok
+	})
+	h.waitFor("failed worker reset after the hold", func() bool {
+		for _, c := range f.Calls()[n:] {
+			if c == "reset-failed lodis@8085.service" {
+				return true
+			}
+		}
+		return false
+	})
+	// The hung worker is restarted only after ProbeFailures new failures.
+	h.waitFor("hung worker restarted after the hold", func() bool { return contains(f.Calls(), "restart lodis@8084.service") })
+}

@@ -32,6 +32,13 @@ type Units interface {
 	StartUnit(ctx context.Context, name string) error
 	StopUnit(ctx context.Context, name string) error
 	RestartUnit(ctx context.Context, name string) error
+	// TryRestartUnit restarts the unit only if it runs (systemd's
+	// try-restart): an inactive unit stays inactive.
+	TryRestartUnit(ctx context.Context, name string) error
+	// EnqueueRestartUnit queues a restart job and returns once systemd has
+	// accepted it, without waiting for the job: for the unit the caller runs
+	// in, which the job stops.
+	EnqueueRestartUnit(ctx context.Context, name string) error
 	ResetFailedUnit(ctx context.Context, name string) error
 	UnitState(ctx context.Context, name string) (UnitState, error)
 	// ListUnits returns the loaded units whose names match any of the

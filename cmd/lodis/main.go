@@ -21,7 +21,7 @@ type command struct {
 
 var commands = map[string]command{
 	"serve":        {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
-	"supervise":    {supervisor.Main, "keep every lodis@PORT instance healthy through systemd's D-Bus API"},
+	"supervise":    {supervise, "keep every lodis@PORT instance healthy through systemd's D-Bus API"},
 	"status":       {supervisor.StatusMain, "show the instances: socket, worker, pid, version, uptime, restarts, health"},
 	"nginx-config": {nginxconf.Main, "print an nginx upstream and server block over the enabled ports"},
 	"version":      {version, "print version, commit, Go version and binary sha256"},
@@ -53,6 +53,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return c.run(args[1:], stderr)
 }
+
+// supervise is `lodis supervise`.
+func supervise(args []string, stderr io.Writer) int { return supervisor.Main(args, stderr) }
 
 func version(args []string, stderr io.Writer) int {
 	if len(args) > 0 {
