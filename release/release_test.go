@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -269,4 +270,92 @@ func TestBadStateFileIsAClearError(t *testing.T) {
 	if err := s.SetPrevious("x"); err == nil {
 		t.Fatal("an update over a corrupt releases.json succeeded and would have lost its content")
 	}
+}
+
+// TestRootMakesEntriesForTheStoresOwner: when the store belongs to another
+// user (lodis, which the supervisor runs as), what root adds — a release
+// directory, a rejected drop, a lock file — is that user's, so that the
+// supervisor can later move a release to rejected/ and take the locks; the
+// binaries stay root's. Older root-owned release directories are adopted.
+func TestRootMakesEntriesForTheStoresOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	const uid, gid = 65534, 65534
+	s := newRoot(t, bins.good)
+	old := filepath.Join(s.Root, "releases", strings.Repeat("a", 64))
+	os.MkdirAll(old, 0o755)
+	os.WriteFile(filepath.Join(old, "lodis"), []byte("x"), 0o755)
+	if err := os.Chown(s.Root, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(p string) (uint32, os.FileMode) {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Uid, fi.Mode().Perm()
+	}
+	sha, err := s.ImportInstalled()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := owner(filepath.Dir(s.Path(sha))); u != uid {
+		t.Errorf("release directory owned by %d, want the store's owner %d", u, uid)
+	}
+	if u, _ := owner(s.Path(sha)); u != 0 {
+		t.Errorf("release binary owned by %d, want root", u)
+	}
+	// A lock file an older lodis made for root alone is mended too.
+	os.WriteFile(filepath.Join(s.Root, ".rollout.lock"), nil, 0o600)
+	unlock, err := s.LockUpgrades(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if unlock, err = s.TryLockRollouts(); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	for _, lock := range []string{".lock", ".upgrade.lock", ".rollout.lock"} {
+		if u, mode := owner(filepath.Join(s.Root, lock)); u != uid || mode != 0o640 {
+			t.Errorf("%s: owner %d mode %o, want %d and 0640", lock, u, mode, uid)
+		}
+	}
+	drop := filepath.Join(t.TempDir(), "lodis")
+	os.WriteFile(drop, []byte("bad"), 0o755)
+	p, err := s.Reject(drop, "", "", "", "not lodis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := owner(filepath.Dir(p)); u != uid {
+		t.Errorf("rejected directory owned by %d, want %d", u, uid)
+	}
+	if u, _ := owner(old); u != 0 {
+		t.Fatalf("setup: %s owned by %d", old, u)
+	}
+	s.AdoptReleases()
+	if u, _ := owner(old); u != uid {
+		t.Errorf("an older release directory owned by %d after AdoptReleases, want %d", u, uid)
+	}
+}
+
+func TestTryLockRollouts(t *testing.T) {
+	s := newRoot(t, bins.good)
+	unlock, err := s.TryLockRollouts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TryLockRollouts(); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second TryLockRollouts = %v, want ErrLocked", err)
+	}
+	unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	u2, err := s.LockRollouts(ctx)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	u2()
 }

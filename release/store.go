@@ -9,6 +9,14 @@
 //	incoming/lodis.sig        its detached signature, when a public key is configured
 //	rejected/<time>-<sha12>/  refused drops: the file as dropped and a "reason" file
 //	releases.json             bookkeeping: metadata, previous release, rejections
+//	rollout.json              the roll-out under way, or the last one (package rollout)
+//
+// Root, releases/ and rejected/ belong to user lodis (tmpfiles.d): the
+// supervisor, which drives roll-outs as that user, flips current, writes the
+// bookkeeping and moves a release that failed its roll-out to rejected/.
+// incoming/ stays root's (0750 root:lodis): only root drops binaries. Entries
+// root makes here are given to the owner of Root (release directories, lock
+// files); the binaries themselves stay root's.
 //
 // The active release is whatever current points at; releases.json only adds
 // what the links cannot say (which release came before, why one was refused).
@@ -16,8 +24,9 @@
 // command that changes releases imports it (Store.ImportInstalled).
 //
 // Every change of releases.json happens under an exclusive flock on .lock, so
-// concurrent lodis commands never lose each other's updates; whole upgrades
-// and roll-outs are serialised by a second lock (Store.LockUpgrades).
+// concurrent lodis commands never lose each other's updates; upgrade and
+// rollback commands are serialised by .upgrade.lock (Store.LockUpgrades),
+// and whoever drives a roll-out holds .rollout.lock (Store.LockRollouts).
 package release
 
 import (
@@ -224,6 +233,9 @@ func (s *Store) Stage(r io.Reader) (*Candidate, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("stage: %w", err)
 	}
+	// The release directory is the store owner's, so that the supervisor can
+	// move it to rejected/ after a failed roll-out; the binary stays root's.
+	s.own(dir)
 	c := &Candidate{Dir: dir, Path: filepath.Join(dir, BinaryName)}
 	c.SHA256, c.Size, err = copyHashed(c.Path, r, 0o755)
 	if err != nil {
@@ -330,6 +342,7 @@ func (s *Store) Reject(path, sigPath, sha, version, reason string) (string, erro
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("reject: %w", err)
 	}
+	s.own(dir)
 	dst := filepath.Join(dir, BinaryName)
 	if err := os.Rename(path, dst); err != nil {
 		return "", fmt.Errorf("reject: move %s: %w", path, err)
@@ -474,7 +487,7 @@ func (s *Store) load() (*state, error) {
 // update applies fn to releases.json under the state lock and writes it back
 // atomically (temporary file, fsync, rename).
 func (s *Store) update(fn func(*state) error) error {
-	unlock, err := lockFile(context.Background(), filepath.Join(s.Root, ".lock"))
+	unlock, err := s.lockFile(context.Background(), ".lock", true)
 	if err != nil {
 		return err
 	}
@@ -493,17 +506,44 @@ func (s *Store) update(fn func(*state) error) error {
 	return WriteFileAtomic(s.stateFile(), append(b, '\n'), 0o644)
 }
 
-// LockUpgrades takes the upgrade lock (.upgrade.lock, flock): one upgrade,
-// rollback or roll-out at a time across processes. It waits until the lock is
-// free or ctx ends; call the returned function to release it.
+// LockUpgrades takes the upgrade lock (.upgrade.lock, flock): one `lodis
+// upgrade` or `lodis rollback` at a time across processes. It waits until the
+// lock is free or ctx ends; call the returned function to release it.
 func (s *Store) LockUpgrades(ctx context.Context) (unlock func(), err error) {
-	return lockFile(ctx, filepath.Join(s.Root, ".upgrade.lock"))
+	return s.lockFile(ctx, ".upgrade.lock", true)
 }
 
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+// LockRollouts takes the roll-out lock (.rollout.lock, flock), held by
+// whichever process drives a roll-out — the supervisor, or `lodis upgrade`
+// when no supervisor runs — so that two never drive one at once. It waits
+// until the lock is free or ctx ends.
+func (s *Store) LockRollouts(ctx context.Context) (unlock func(), err error) {
+	return s.lockFile(ctx, ".rollout.lock", true)
+}
+
+// TryLockRollouts is LockRollouts without waiting: ErrLocked when another
+// process holds the lock.
+func (s *Store) TryLockRollouts() (unlock func(), err error) {
+	return s.lockFile(context.Background(), ".rollout.lock", false)
+}
+
+// ErrLocked is returned by TryLockRollouts when another process holds the lock.
+var ErrLocked = errors.New("held by another process")
+
+// lockFile takes an exclusive flock on Root/name. The file is opened
+// read-only (flock needs no more), so that the supervisor, running as user
+// lodis, can lock a file root created and the other way round: created by
+// root, it belongs to the store's owner (see owner) with mode 0640.
+func (s *Store) lockFile(ctx context.Context, name string, wait bool) (func(), error) {
+	path := filepath.Join(s.Root, name)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if uid, gid, ok := s.owner(); ok {
+		// Also mends a lock file an older lodis made 0600 for root.
+		f.Chown(uid, gid)
+		f.Chmod(0o640)
 	}
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -514,12 +554,61 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
+		if !wait {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, ErrLocked)
+		}
 		select {
 		case <-ctx.Done():
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// owner returns the user and group the store's files should belong to —
+// those of Root, which tmpfiles.d gives to user lodis so that the supervisor
+// can flip current and move a rejected release — when this process runs as
+// root and Root is not root's own; ok is false otherwise (nothing to change).
+func (s *Store) owner() (uid, gid int, ok bool) {
+	if os.Geteuid() != 0 {
+		return 0, 0, false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(s.Root, &st); err != nil || st.Uid == 0 {
+		return 0, 0, false
+	}
+	return int(st.Uid), int(st.Gid), true
+}
+
+// AdoptReleases gives the release directories to the store's owner (see
+// owner) when an older lodis made them root's, so that the supervisor can
+// move any of them to rejected/. It does nothing unless the caller is root.
+func (s *Store) AdoptReleases() {
+	uid, gid, ok := s.owner()
+	if !ok {
+		return
+	}
+	des, _ := os.ReadDir(s.releasesDir())
+	for _, de := range des {
+		if !de.IsDir() || !isSHA(de.Name()) {
+			continue
+		}
+		if fi, err := de.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
+				os.Lchown(filepath.Join(s.releasesDir(), de.Name()), uid, gid)
+			}
+		}
+	}
+}
+
+// own gives path to the store's owner (see owner); it does nothing for a
+// caller that is not root. A failure only means the supervisor cannot move
+// that entry later, so it is not an error here.
+func (s *Store) own(path string) {
+	if uid, gid, ok := s.owner(); ok {
+		os.Lchown(path, uid, gid)
 	}
 }
 
