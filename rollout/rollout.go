@@ -85,7 +85,11 @@ type State struct {
 	Started      time.Time `json:"started"`
 	Updated      time.Time `json:"updated"`
 	Finished     time.Time `json:"finished,omitzero"`
-	Events       []Event   `json:"events"`
+	// CanarySoak and HealthTimeout are the roll-out's timing as requested
+	// of the supervisor (Service), kept for a supervisor that takes it up.
+	CanarySoak    Duration `json:"canary_soak,omitempty"`
+	HealthTimeout Duration `json:"health_timeout,omitempty"`
+	Events        []Event  `json:"events"`
 }
 
 // NewState plans a roll-out of kind from release from to release to.
@@ -232,7 +236,11 @@ func (r *Runner) Run(ctx context.Context, st *State) error {
 		}
 		return r.forward(ctx, st, true)
 	case PhaseSupervisor:
-		r.event(st, "resumed", "", "taking up an interrupted roll-out at the supervisor's restart")
+		if r.SupervisorIsSelf {
+			r.event(st, "resumed", "", "the supervisor runs again after its restart: finishing the roll-out")
+		} else {
+			r.event(st, "resumed", "", "taking up an interrupted roll-out at the supervisor's restart")
+		}
 		return r.finish(st)
 	case PhaseRollingBack:
 		r.event(st, "resumed", "", "taking up an interrupted rollback")
@@ -333,6 +341,10 @@ func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 		r.event(st, "supervisor-restart", "", "restarting the supervisor onto the new release; it finishes the roll-out")
 		r.save(st)
 		if err := r.Ops.RestartSupervisor(ctx, false); err != nil {
+			if ctx.Err() != nil {
+				// Being stopped already: the restart is under way.
+				return ErrHandedToNextSupervisor
+			}
 			r.event(st, "supervisor-restart-failed", "", "%v", err)
 			return r.finish(st)
 		}

@@ -8,11 +8,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
-	sddbus "github.com/coreos/go-systemd/v22/dbus"
-
 	"github.com/lodis/lodis/release"
+	"github.com/lodis/lodis/supervisor"
 )
 
 // Unit names the real Ops acts on.
@@ -22,10 +22,12 @@ const (
 	SupervisorUnit = "lodis-supervisor.service"
 )
 
-// Systemd is the real Ops: systemd over D-Bus (go-systemd) and HTTP to each
-// worker's /__/health on Host.
+// Systemd is the real Ops: lodis units through supervisor.Units — the
+// supervisor's own D-Bus connection when the supervisor drives the roll-out
+// (Service), one dialled by DialSystemd when `lodis upgrade` drives it — and
+// HTTP to each worker's /__/health on Host.
 type Systemd struct {
-	Conn *sddbus.Conn
+	Units supervisor.Units
 	// Host is where workers answer; default "127.0.0.1".
 	Host string
 	// ProbeTimeout bounds one health probe; default 2 s.
@@ -34,30 +36,37 @@ type Systemd struct {
 	Supervisor string
 
 	client *http.Client
+	close  func()
 }
 
-// DialSystemd connects to the system bus's service manager. The connection
-// lives until Close; it is not tied to a context (cancelling the one given to
-// go-systemd's dial would close it).
+// DialSystemd connects to the system manager for a caller that drives a
+// roll-out without the supervisor: as root on /run/systemd/private, else
+// through the system bus (polkit decides). The connection lives until Close.
 func DialSystemd() (*Systemd, error) {
-	c, err := sddbus.NewSystemConnectionContext(context.Background())
+	b, err := supervisor.DialUnits(supervisor.BusOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd: %w", err)
 	}
-	return &Systemd{Conn: c}, nil
+	return &Systemd{Units: b, close: b.Close}, nil
 }
 
-// Close closes the D-Bus connection.
-func (s *Systemd) Close() { s.Conn.Close() }
+// Close closes the connection DialSystemd made; it does nothing otherwise.
+func (s *Systemd) Close() {
+	if s.close != nil {
+		s.close()
+	}
+}
 
-func (s *Systemd) units(ctx context.Context, states []string, pattern string) ([]string, error) {
-	us, err := s.Conn.ListUnitsByPatternsContext(ctx, states, []string{pattern})
+func (s *Systemd) units(ctx context.Context, pattern string, states ...string) ([]string, error) {
+	us, err := s.Units.ListUnits(ctx, pattern)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", pattern, err)
+		return nil, err
 	}
 	out := make([]string, 0, len(us))
 	for _, u := range us {
-		out = append(out, u.Name)
+		if slices.Contains(states, u.ActiveState) {
+			out = append(out, u.Name)
+		}
 	}
 	SortUnits(out)
 	return out, nil
@@ -65,12 +74,12 @@ func (s *Systemd) units(ctx context.Context, states []string, pattern string) ([
 
 // Running implements Ops: lodis@*.service units active, activating or reloading.
 func (s *Systemd) Running(ctx context.Context) ([]string, error) {
-	return s.units(ctx, []string{"active", "activating", "reloading"}, WorkerPattern)
+	return s.units(ctx, WorkerPattern, "active", "activating", "reloading")
 }
 
 // Listening implements Ops: the services of lodis@*.socket units that are active.
 func (s *Systemd) Listening(ctx context.Context) ([]string, error) {
-	socks, err := s.units(ctx, []string{"active"}, SocketPattern)
+	socks, err := s.units(ctx, SocketPattern, "active")
 	if err != nil {
 		return nil, err
 	}
@@ -80,47 +89,44 @@ func (s *Systemd) Listening(ctx context.Context) ([]string, error) {
 	return socks, nil
 }
 
-// Restart implements Ops with TryRestartUnit in "replace" mode. A failed unit
-// is reset first, so that its socket can start it again.
+// Restart implements Ops with a try-restart job. A failed unit is reset
+// first, so that its socket can start it again.
 func (s *Systemd) Restart(ctx context.Context, unit string) error {
-	if p, err := s.Conn.GetUnitPropertyContext(ctx, unit, "ActiveState"); err == nil && p.Value.Value() == "failed" {
-		s.Conn.ResetFailedUnitContext(ctx, unit)
+	if u, err := s.Units.UnitState(ctx, unit); err == nil && u.ActiveState == "failed" {
+		s.Units.ResetFailedUnit(ctx, unit)
 	}
-	return s.job(ctx, unit, true)
+	return s.Units.TryRestartUnit(ctx, unit)
 }
 
-func (s *Systemd) job(ctx context.Context, unit string, wait bool) error {
-	// Buffered: go-systemd sends the job result while holding a lock, and an
-	// unread channel would stall every job on this connection.
-	ch := make(chan string, 1)
-	if _, err := s.Conn.TryRestartUnitContext(ctx, unit, "replace", ch); err != nil {
-		return fmt.Errorf("queue restart: %w", err)
-	}
-	if !wait {
-		return nil
-	}
-	select {
-	case res := <-ch:
-		if res != "done" {
-			return fmt.Errorf("restart job %s", res)
-		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// RestartSupervisor implements Ops: try-restart of the supervisor unit
-// (nothing happens when it does not run or is not installed).
+// RestartSupervisor implements Ops. With wait true (the caller is lodis
+// upgrade) a supervisor unit that runs is restarted, one that does not is
+// left alone. With wait false the caller is the supervisor itself: the
+// restart is only queued (the job stops the caller), and it is refused with
+// an error when this process is not the unit's main process — a supervisor
+// started by hand must not restart the unit's.
 func (s *Systemd) RestartSupervisor(ctx context.Context, wait bool) error {
-	u := s.Supervisor
-	if u == "" {
-		u = SupervisorUnit
+	name := s.Supervisor
+	if name == "" {
+		name = SupervisorUnit
 	}
-	if p, err := s.Conn.GetUnitPropertyContext(ctx, u, "ActiveState"); err != nil || p.Value.Value() != "active" {
-		return nil
+	u, err := s.Units.UnitState(ctx, name)
+	if wait {
+		if err != nil || u.ActiveState != "active" {
+			return nil
+		}
+		return s.Units.TryRestartUnit(ctx, name)
 	}
-	return s.job(ctx, u, wait)
+	if err != nil {
+		return err
+	}
+	if u.ActiveState != "active" || int(u.MainPID) != os.Getpid() {
+		return fmt.Errorf("this process (pid %d) is not the main process of %s (%s, pid %d): not restarting it", os.Getpid(), name, u.State(), u.MainPID)
+	}
+	// systemd may stop this process — cancelling ctx — before its answer
+	// to the call arrives: the call must not be cut short by that.
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return s.Units.EnqueueRestartUnit(qctx, name)
 }
 
 // HTTPStatusError is a health answer other than 200: a definite "unhealthy".

@@ -11,6 +11,7 @@ import (
 	"github.com/lodis/lodis/internal/nginxconf"
 	"github.com/lodis/lodis/internal/upgrade"
 	"github.com/lodis/lodis/internal/worker"
+	"github.com/lodis/lodis/rollout"
 	"github.com/lodis/lodis/supervisor"
 )
 
@@ -21,7 +22,7 @@ type command struct {
 
 var commands = map[string]command{
 	"serve":        {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
-	"supervise":    {supervise, "keep every lodis@PORT instance healthy through systemd's D-Bus API"},
+	"supervise":    {supervise, "keep every lodis@PORT instance healthy through systemd's D-Bus API; drive roll-outs"},
 	"status":       {supervisor.StatusMain, "show the instances: socket, worker, pid, version, uptime, restarts, health"},
 	"nginx-config": {nginxconf.Main, "print an nginx upstream and server block over the enabled ports"},
 	"version":      {version, "print version, commit, Go version and binary sha256"},
@@ -54,8 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return c.run(args[1:], stderr)
 }
 
-// supervise is `lodis supervise`.
-func supervise(args []string, stderr io.Writer) int { return supervisor.Main(args, stderr) }
+// supervise is `lodis supervise` with the roll-out driver.
+func supervise(args []string, stderr io.Writer) int {
+	return supervisor.Main(args, stderr, &rollout.Service{})
+}
 
 func version(args []string, stderr io.Writer) int {
 	if len(args) > 0 {
