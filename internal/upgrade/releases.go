@@ -111,10 +111,18 @@ func when(t time.Time) string {
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
+func label(version, sha string) string {
+	if version == "" {
+		return short(sha)
+	}
+	return version + " (" + short(sha) + ")"
+}
+
 // Rollback is `lodis rollback`: return every running worker to the previous
 // release (or to -to), one at a time, with the same canary and health checks
-// as an upgrade. It takes the upgrade lock, so it waits for an upgrade under
-// way. The exit status is 0 when every running worker reports the release
+// as an upgrade — driven by the supervisor, or here when none runs. It runs
+// as root or as user lodis, and takes the upgrade lock, so it waits for an
+// upgrade under way. The exit status is 0 when every running worker reports the release
 // returned to, 1 otherwise (the roll-back itself was rolled back).
 func Rollback(args []string, stderr io.Writer) int {
 	u, code := setup("lodis rollback", args, stderr, true)
@@ -143,6 +151,7 @@ func (u *Upgrader) Rollback(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
+	u.store.AdoptReleases()
 	if _, err := u.store.ImportInstalled(); err != nil {
 		return err
 	}
@@ -168,7 +177,11 @@ func (u *Upgrader) Rollback(ctx context.Context) error {
 		st.ToVersion = r.Version
 	}
 	u.Log.WithFields(logrus.Fields{"from": short(active), "to": short(target)}).Info("rolling back")
-	return u.runRollout(ctx, st)
+	if err := u.rollOut(ctx, st); err != nil {
+		return err
+	}
+	u.Log.Infof("rolled back: every running worker is on %s", label(st.ToVersion, target))
+	return nil
 }
 
 func (u *Upgrader) rollbackTarget() (string, error) {

@@ -1,6 +1,11 @@
 // Package upgrade is lodis's release commands: `lodis upgrade` (take the
-// binary dropped in incoming/, validate it, roll it out), `lodis releases`,
-// `lodis rollback`, `lodis keygen` and `lodis sign`.
+// binary dropped in incoming/, validate it, have it rolled out), `lodis
+// releases`, `lodis rollback`, `lodis keygen` and `lodis sign`.
+//
+// The roll-out itself is the supervisor's (rollout.Service): the commands
+// hand it over on the status socket and wait for its outcome. When no
+// supervisor answers there, they drive it themselves (rollout.Runner over
+// their own D-Bus connection), as the log says.
 package upgrade
 
 import (
@@ -20,6 +25,7 @@ import (
 	"github.com/lodis/lodis/internal/logging"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/rollout"
+	"github.com/lodis/lodis/supervisor"
 )
 
 // Config is what `lodis upgrade` and `lodis rollback` are told by their flags.
@@ -35,6 +41,13 @@ type Config struct {
 	LogLevel      string
 	LogFormat     string
 	To            string // rollback only: release to return to (sha256 prefix)
+	// StatusSocket is the supervisor's status API, to which roll-outs are
+	// handed over; "" drives them here always.
+	StatusSocket string
+	// TakeOverAfter is how long the supervisor may stay unreachable during
+	// a roll-out it drives before the command takes the roll-out over;
+	// default 30 s.
+	TakeOverAfter time.Duration
 }
 
 func newFlags(name string, c *Config, rollback bool) *flag.FlagSet {
@@ -45,6 +58,7 @@ func newFlags(name string, c *Config, rollback bool) *flag.FlagSet {
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 15*time.Second, "a restarted worker must report the new release within this")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
+	fs.StringVar(&c.StatusSocket, "status-socket", supervisor.DefaultSocket, "the supervisor's status socket: roll-outs are handed to it; when nothing answers there they are driven here (\"\" = always here)")
 	if rollback {
 		fs.StringVar(&c.To, "to", "", "release to return to (sha256 or a unique prefix); default: the previous release")
 		return fs
@@ -109,12 +123,13 @@ const (
 
 // Main is `lodis upgrade`. It takes the upgrade lock (one upgrade at a time;
 // a second run waits), imports the installed binary as release one if need
-// be, finishes a roll-out an earlier run left unfinished, and then takes
+// be, sees to a roll-out an earlier run left unfinished, and then takes
 // drops from incoming/ until none is left: each is waited for until complete,
-// validated, and either rolled out or rejected. A drop that arrives while
-// another is validated supersedes it (newest wins). The exit status is 0 when
-// the last drop was rolled out, was the active release already, or there was
-// none; 1 when it was rejected or rolled back.
+// validated, and either rolled out — by the supervisor, or here when none
+// runs — or rejected. A drop that arrives while another is validated
+// supersedes it (newest wins). The last line logged says what became of the
+// last drop. The exit status is 0 when it was rolled out, was the active
+// release already, or there was none; 1 when it was rejected or rolled back.
 func Main(args []string, stderr io.Writer) int {
 	u, code := setup("lodis upgrade", args, stderr, false)
 	if u == nil {
@@ -127,9 +142,15 @@ func Main(args []string, stderr io.Writer) int {
 		u.Log.WithError(err).Error("upgrade failed")
 		return 1
 	}
-	if last == Rejected || last == RolledBack {
+	log := u.Log.WithField("outcome", string(last))
+	switch last {
+	case "":
+		return 0
+	case Rejected, RolledBack:
+		log.Error(u.summary)
 		return 1
 	}
+	log.Info(u.summary)
 	return 0
 }
 
@@ -160,10 +181,11 @@ type Upgrader struct {
 	// Ops acts on systemd during roll-outs; default: rollout.DialSystemd on first use.
 	Ops rollout.Ops
 
-	store  *release.Store
-	intake *release.Intake
-	valid  *release.Validator
-	closer func()
+	store   *release.Store
+	intake  *release.Intake
+	valid   *release.Validator
+	closer  func()
+	summary string // one line on what became of the last drop
 }
 
 // Run processes every pending drop and returns the outcome of the last one
@@ -191,6 +213,7 @@ func (u *Upgrader) Run(ctx context.Context) (Outcome, error) {
 		return "", err
 	}
 	defer unlock()
+	u.store.AdoptReleases()
 	if _, err := u.store.ImportInstalled(); err != nil {
 		return "", err
 	}
@@ -216,15 +239,30 @@ func (u *Upgrader) Run(ctx context.Context) (Outcome, error) {
 	}
 }
 
-// resume finishes a roll-out that an interrupted run left behind.
+// resume sees to a roll-out that an interrupted run left behind: the
+// supervisor takes such a roll-out up by itself, so when it answers this
+// waits for it; otherwise the roll-out is finished (or rolled back) here.
 func (u *Upgrader) resume(ctx context.Context) error {
 	fsStore := &rollout.FileStore{Path: filepath.Join(u.Root, "rollout.json")}
 	st, err := fsStore.Load()
 	if err != nil || st == nil || st.Phase.Finished() {
 		return err
 	}
-	u.Log.WithFields(logrus.Fields{"rollout": st.ID, "phase": st.Phase}).Warn("an interrupted roll-out is pending: taking it up first")
-	err = u.runRollout(ctx, st)
+	log := u.Log.WithFields(logrus.Fields{"rollout": st.ID, "phase": st.Phase})
+	if u.StatusSocket != "" {
+		var cur *rollout.State
+		if err := supervisor.NewClient(u.StatusSocket).Get(ctx, "/v1/rollout", &cur); err == nil {
+			log.Warn("an interrupted roll-out is pending: the supervisor takes it up; waiting for it")
+			err = u.follow(ctx, st.ID)
+			var rb *rollout.RolledBackError
+			if errors.As(err, &rb) {
+				return nil
+			}
+			return err
+		}
+	}
+	log.Warn("an interrupted roll-out is pending: taking it up first")
+	err = u.drive(ctx, st)
 	var rb *rollout.RolledBackError
 	if errors.As(err, &rb) {
 		return nil
@@ -261,6 +299,7 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 		log.Info("the drop is the active release already: nothing to do")
 		u.store.Discard(c)
 		d.Remove()
+		u.summary = "the drop " + short(c.SHA256) + " is the active release already: nothing changed"
 		return Same
 	}
 	if r, _ := u.store.Release(c.SHA256); r != nil && r.Rejected != "" {
@@ -283,6 +322,7 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 	log.WithField("selftest", rep.Selftest).Info("drop accepted")
 	if u.intake.Pending() {
 		log.Info("a newer drop arrived meanwhile: it supersedes this one (kept in the store, not rolled out)")
+		u.summary = "drop " + short(c.SHA256) + " superseded by a newer one"
 		return Superseded
 	}
 	from, _ := u.store.Release(active)
@@ -291,15 +331,18 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 	if from != nil {
 		st.FromVersion = from.Version
 	}
-	err = u.runRollout(ctx, st)
+	err = u.rollOut(ctx, st)
 	var rb *rollout.RolledBackError
 	switch {
 	case errors.As(err, &rb):
+		u.summary = fmt.Sprintf("%s %s: %s", rep.Version, short(c.SHA256), rb.Error())
 		return RolledBack
 	case err != nil:
 		log.WithError(err).Error("roll-out interrupted")
+		u.summary = fmt.Sprintf("%s %s: roll-out interrupted: %v", rep.Version, short(c.SHA256), err)
 		return RolledBack
 	}
+	u.summary = fmt.Sprintf("rolled out: every running worker is on %s (%s)", rep.Version, short(c.SHA256))
 	return Activated
 }
 
@@ -314,10 +357,12 @@ func (u *Upgrader) reject(log logrus.FieldLogger, d *release.Drop, c *release.Ca
 		log.WithError(err).Error("could not move the rejected drop")
 	}
 	log.WithFields(logrus.Fields{"reason": why.Error(), "moved_to": path}).Warn("drop rejected; nothing switched")
+	u.summary = "drop rejected: " + oneLine(why.Error())
 	return Rejected
 }
 
-// runRollout drives st to its end here, in this process.
+// runRollout drives st to its end here, in this process; the caller holds
+// the roll-out lock (see drive).
 func (u *Upgrader) runRollout(ctx context.Context, st *rollout.State) error {
 	if u.Ops == nil {
 		s, err := rollout.DialSystemd()
