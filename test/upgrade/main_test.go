@@ -1,6 +1,7 @@
 // Package upgrade tests lodis upgrades against a real systemd: binaries
 // dropped in /var/lib/lodis/incoming are validated, rejected with a reason or
-// rolled out one worker at a time, with nothing lost. Ports 18300-18399.
+// handed to the supervisor, which rolls them out one worker at a time, with
+// nothing lost, and moves itself last. Ports 18300-18399.
 package upgrade
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/lodis/lodis/internal/testbin"
 	upg "github.com/lodis/lodis/internal/upgrade"
 	"github.com/lodis/lodis/rollout"
+	"github.com/lodis/lodis/supervisor"
 	"github.com/lodis/lodis/test/machine"
 )
 
@@ -79,14 +81,89 @@ func run(tm *testing.M) (int, error) {
 		[]byte("[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 2s\n"), 0o644); err != nil {
 		return 1, err
 	}
-	units := []string{"enable", "--now", "lodis-upgrade.path"}
+	// Fast probing: a worker failing its probes would be restarted as hung
+	// within the canary soak, were the supervisor's remedies not held.
+	if err := m.WriteFile("/etc/systemd/system/lodis-supervisor.service.d/test.conf", []byte(supervisorDropIn), 0o644); err != nil {
+		return 1, err
+	}
+	units := []string{"enable", "--now", "lodis-upgrade.path", "lodis-supervisor.service"}
 	for p := firstPort; p < firstPort+nPorts; p++ {
 		units = append(units, fmt.Sprintf("lodis@%d.socket", p))
 	}
 	if _, err := m.Sh(ctx, "systemctl daemon-reload && systemctl "+strings.Join(units, " ")); err != nil {
 		return 1, err
 	}
-	return tm.Run(), nil
+	if err := machine.WaitFor(ctx, 20*time.Second, func() (bool, string) {
+		_, err := status(ctx)
+		return err == nil, fmt.Sprint(err)
+	}); err != nil {
+		return 1, fmt.Errorf("the supervisor's status API: %w", err)
+	}
+	code := tm.Run()
+	if code != 0 {
+		out, err := m.Output(context.Background(), "journalctl", "--no-pager", "-o", "short-precise", "-n", "300", "-u", "lodis-supervisor", "-u", "lodis-upgrade")
+		fmt.Fprintf(os.Stderr, "--- journal of the supervisor and the upgrade (last 300 lines) ---\n%s\n%v\n", out, err)
+	}
+	return code, nil
+}
+
+const supervisorDropIn = `[Service]
+ExecStart=
+ExecStart=/var/lib/lodis/current supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3
+`
+
+// status is `lodis status --json` inside the machine.
+func status(ctx context.Context) (supervisor.Snapshot, error) {
+	var s supervisor.Snapshot
+	out, err := m.Output(ctx, "lodis", "status", "--json")
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		return s, fmt.Errorf("lodis status --json: %w: %s", err, out)
+	}
+	return s, nil
+}
+
+// supervisorPID is the supervisor's main process, 0 when it does not run.
+func supervisorPID(t testing.TB) int {
+	n, _ := strconv.Atoi(m.Prop(context.Background(), "lodis-supervisor.service", "MainPID"))
+	return n
+}
+
+// exeSHA is the sha256 of the executable process pid runs, read through
+// /proc/PID/exe inside the machine.
+func exeSHA(t testing.TB, pid int) string {
+	t.Helper()
+	out, err := m.Output(context.Background(), "sha256sum", fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(out)[0]
+}
+
+// persisted is the roll-out in rollout.json, read from the host side.
+func persisted(t testing.TB) *rollout.State {
+	t.Helper()
+	st, err := (&rollout.FileStore{Path: filepath.Join(m.Root, rollout.DefaultStatePath)}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// supervisorEvents are the events in the running supervisor's ring.
+func supervisorEvents(t testing.TB) []supervisor.Event {
+	t.Helper()
+	out, err := m.Output(context.Background(), "curl", "-sf", "--unix-socket", supervisor.DefaultSocket, "http://supervisor/v1/events")
+	if err != nil {
+		t.Fatalf("read events: %v", err)
+	}
+	var ev []supervisor.Event
+	if err := json.Unmarshal([]byte(out), &ev); err != nil {
+		t.Fatalf("decode events: %v: %s", err, out)
+	}
+	return ev
 }
 
 // releases is `lodis releases -json` inside the machine.
@@ -182,11 +259,17 @@ func mustHealth(t testing.TB, port int) health {
 
 func port(i int) int { return firstPort + i }
 
-// journalSince returns lodis-upgrade's log lines since the cursor-less
-// monotonic mark: the lines of the last n entries containing substr.
+// journalGrep returns lodis-upgrade's log lines since the given time that
+// contain substr.
 func journalGrep(t testing.TB, since time.Time, substr string) []string {
+	return unitJournalGrep(t, "lodis-upgrade", since, substr)
+}
+
+// unitJournalGrep returns unit's log lines since the given time that
+// contain substr.
+func unitJournalGrep(t testing.TB, unit string, since time.Time, substr string) []string {
 	t.Helper()
-	out, err := m.Output(context.Background(), "journalctl", "-u", "lodis-upgrade", "--no-pager", "-o", "cat",
+	out, err := m.Output(context.Background(), "journalctl", "-u", unit, "--no-pager", "-o", "cat",
 		"--since", "@"+strconv.FormatInt(since.Unix(), 10))
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,8 @@ import (
 	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/rollout"
+	"github.com/lodis/lodis/supervisor"
+	"github.com/lodis/lodis/test/machine"
 )
 
 // TestDuplicateDropIsANoOp: the active binary dropped again changes nothing
@@ -218,20 +222,25 @@ func TestSlowCopyIsNotValidatedHalfWritten(t *testing.T) {
 }
 
 // TestRolloutUnderLoadLosesNothing: ten ports under fixed-rate keep-alive
-// load; a new build is dropped; every port ends on it and no request fails.
+// load; a new build is dropped; lodis upgrade hands it to the supervisor,
+// which moves every port to it with no request failing, shows the roll-out
+// in lodis status while it runs, and moves itself last.
 func TestRolloutUnderLoadLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	start := time.Now()
 	ports := make([]int, nPorts)
 	for i := range ports {
 		ports[i] = port(i)
 		mustHealth(t, ports[i]) // every port has a running worker
 	}
-	// 500 req/s over 20 keep-alive connections; a request net/http would
+	supBefore := supervisorPID(t)
+	// 800 req/s over 20 keep-alive connections; a request net/http would
 	// have re-sent on a fresh connection counts as failed.
 	targets := make([]string, len(ports))
 	for i, p := range ports {
 		targets[i] = fmt.Sprintf("http://127.0.0.1:%d/", p)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type outcome struct {
 		res *load.Result
@@ -239,13 +248,29 @@ func TestRolloutUnderLoadLosesNothing(t *testing.T) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		r, err := load.Run(ctx, load.Options{Targets: targets, Rate: 500, Conns: 20, Duration: 90 * time.Second})
+		r, err := load.Run(lctx, load.Options{Targets: targets, Rate: 800, Conns: 20, Duration: 90 * time.Second})
 		done <- outcome{r, err}
 	}()
 	time.Sleep(2 * time.Second)
 	runs := upgradeRuns(t)
 	dropAt := time.Now()
 	drop(t, bins["v5"], 0o755)
+	// What an operator sees meanwhile: `lodis status` has a roll-out line.
+	var seen []string
+	err := machine.WaitFor(ctx, 60*time.Second, func() (bool, string) {
+		if out, err := m.Output(ctx, "lodis", "status"); err == nil {
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "roll-out ") && !slices.Contains(seen, l) {
+					seen = append(seen, l)
+				}
+			}
+		}
+		ro := persisted(t)
+		return ro != nil && ro.To == sha(t, "v5") && ro.Phase.Finished(), "roll-out not finished"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	awaitUpgrade(t, runs, 60*time.Second)
 	allAt := time.Now()
 	time.Sleep(time.Second)
@@ -269,10 +294,90 @@ func TestRolloutUnderLoadLosesNothing(t *testing.T) {
 	t.Logf("%d requests ok, %d failed; drop to all healthy %s (canary soak 2 s); roll-out %s",
 		ok, failed, allAt.Sub(dropAt).Round(time.Millisecond), ro.Finished.Sub(ro.Started).Round(time.Millisecond))
 	if failed != 0 {
-		t.Fatalf("%d of %d requests failed during the roll-out: %v", failed, ok+failed, o.res.Failures)
+		t.Errorf("%d of %d requests failed during the roll-out: %v", failed, ok+failed, o.res.Failures)
 	}
-	if ok < 2000 {
-		t.Fatalf("only %d requests answered: the load did not run", ok)
+	if ok < 4000 {
+		t.Errorf("only %d requests answered: the load did not run", ok)
+	}
+	if len(journalGrep(t, start, "roll-out handed to the supervisor")) != 1 {
+		t.Errorf("lodis upgrade did not hand the roll-out to the supervisor")
+	}
+	if len(journalGrep(t, start, "rolled out: every running worker is on up-v5")) != 1 {
+		t.Errorf("lodis upgrade's last line does not say the drop was rolled out")
+	}
+
+	// Every step is an event, in order, and the supervisor moved last.
+	var kinds []string
+	lastMoved, restartAsked := time.Time{}, time.Time{}
+	for _, e := range ro.Events {
+		kinds = append(kinds, e.Kind)
+		switch e.Kind {
+		case "moved":
+			lastMoved = e.Time
+		case "supervisor-restart":
+			restartAsked = e.Time
+		}
+	}
+	if n := strings.Count(strings.Join(kinds, " "), "moved "); n < nPorts {
+		t.Errorf("%d moved events, want %d: %v", n, nPorts, kinds)
+	}
+	for _, k := range []string{"started", "flipped", "canary-soak", "canary-passed", "workers-moved", "supervisor-restart", "resumed", "done"} {
+		if !slices.Contains(kinds, k) {
+			t.Errorf("no %s event: %v", k, kinds)
+		}
+	}
+	supAfter := supervisorPID(t)
+	if supAfter == 0 || supAfter == supBefore {
+		t.Fatalf("supervisor pid %d → %d: it did not restart onto the new release", supBefore, supAfter)
+	}
+	if got := exeSHA(t, supAfter); got != want {
+		t.Errorf("the supervisor runs %.12s (/proc/%d/exe), want the new release %.12s", got, supAfter, want)
+	}
+	if restartAsked.IsZero() || restartAsked.Before(lastMoved) {
+		t.Errorf("supervisor restart asked at %s, last worker moved at %s: the supervisor must move last", restartAsked, lastMoved)
+	}
+	// No double restarts: the supervisor mended no worker meanwhile.
+	for _, l := range unitJournalGrep(t, "lodis-supervisor", start, "event=remedy") {
+		if strings.Contains(l, "result=done") {
+			t.Errorf("the supervisor mended a worker during the roll-out: %s", l)
+		}
+	}
+
+	// lodis status: the roll-out line while it ran, and each port's release.
+	if !slices.ContainsFunc(seen, func(l string) bool { return strings.Contains(l, "rolling, moved") }) {
+		t.Errorf("lodis status never showed the roll-out under way; roll-out lines seen: %q", seen)
+	}
+	err = machine.WaitFor(ctx, 15*time.Second, func() (bool, string) {
+		s, err := status(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		if s.SHA256 != want {
+			return false, fmt.Sprintf("supervisor reports %.12s", s.SHA256)
+		}
+		if s.Rollout == nil || s.Rollout.Phase != "done" || s.Rollout.Running || s.Rollout.Moved != nPorts || s.Rollout.To != want {
+			return false, fmt.Sprintf("roll-out line %+v", s.Rollout)
+		}
+		for _, in := range s.Instances {
+			if p, _ := strconv.Atoi(in.Port); p >= port(0) && p < port(nPorts) && (in.SHA256 != want || in.Version != "up-v5") {
+				return false, fmt.Sprintf("port %s shows %s %.12s", in.Port, in.Version, in.SHA256)
+			}
+		}
+		return true, ""
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	table, _ := m.Output(ctx, "lodis", "status")
+	rows := 0
+	for _, l := range strings.Split(table, "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == "up-v5" && f[5] == want[:12] {
+			rows++
+		}
+	}
+	if !strings.Contains(table, "SHA256") || rows != nPorts || !strings.Contains(table, fmt.Sprintf("last roll-out %s: upgrade", ro.ID)) ||
+		!strings.Contains(table, fmt.Sprintf("done, moved %d/%d", nPorts, nPorts)) {
+		t.Errorf("lodis status does not show every port's release (%d rows on up-v5) and the roll-out:\n%s", rows, table)
 	}
 }
 
@@ -299,7 +404,8 @@ func TestTwoDropsWithinOneSecond(t *testing.T) {
 }
 
 // TestManualRollback: `lodis rollback` returns every running port to the
-// previous release.
+// previous release, through the supervisor; run again, as user lodis this
+// time, it comes back.
 func TestManualRollback(t *testing.T) {
 	before := releases(t)
 	if before.Previous == "" {
@@ -323,5 +429,210 @@ func TestManualRollback(t *testing.T) {
 	}
 	if after.Previous != before.Active {
 		t.Errorf("previous is %.12s, want the release just left %.12s (a second rollback returns)", after.Previous, before.Active)
+	}
+	if !strings.Contains(out, "roll-out handed to the supervisor") || !strings.Contains(out, "rolled back: every running worker is on") {
+		t.Errorf("lodis rollback did not hand the roll-out to the supervisor or does not say how it ended:\n%s", out)
+	}
+	if ro := lastRollout(t); ro == nil || ro.Kind != rollout.KindRollback || ro.Phase != rollout.PhaseDone {
+		t.Errorf("last roll-out %+v, want a rollback, done", ro)
+	}
+
+	out, err = m.Output(context.Background(), "runuser", "-u", "lodis", "--", "lodis", "rollback", "--canary-soak", "1s")
+	if err != nil {
+		t.Fatalf("lodis rollback as user lodis: %v", err)
+	}
+	if a := releases(t).Active; a != before.Active {
+		t.Fatalf("active %.12s after the second rollback (as lodis), want %.12s again\n%s", a, before.Active, out)
+	}
+	for i := range nPorts {
+		if h := mustHealth(t, port(i)); h.SHA256 != before.Active {
+			t.Errorf("port %d runs %.12s, want %.12s", port(i), h.SHA256, before.Active)
+		}
+	}
+}
+
+// waitRollout waits until the persisted roll-out to the release sha
+// satisfies cond.
+func waitRollout(t testing.TB, to string, timeout time.Duration, what string, cond func(*rollout.State) bool) *rollout.State {
+	t.Helper()
+	var got *rollout.State
+	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
+		st := persisted(t)
+		if st == nil || st.To != to {
+			return false, fmt.Sprintf("no roll-out to %.12s yet (%+v)", to, st)
+		}
+		got = st
+		return cond(st), fmt.Sprintf("roll-out %s: %s, %d of %d moved, canary passed %v", st.ID, st.Phase, len(st.Moved), len(st.Units), st.CanaryPassed)
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return got
+}
+
+// TestSupervisorKilledMidRollout: the supervisor is killed (SIGKILL) while
+// it watches the canary. The supervisor systemd starts again takes the
+// roll-out up; the canary had not passed, so every port ends on the old
+// release, never a mix, the supervisor itself included, and its events say
+// so.
+func TestSupervisorKilledMidRollout(t *testing.T) {
+	ctx := context.Background()
+	start := time.Now()
+	old := releases(t).Active
+	for i := range nPorts {
+		mustHealth(t, port(i))
+	}
+	killed := supervisorPID(t)
+	runs := upgradeRuns(t)
+	drop(t, bins["v2"], 0o755)
+	// The canary is on the new release and being watched.
+	waitRollout(t, sha(t, "v2"), 30*time.Second, "canary soak", func(st *rollout.State) bool {
+		return st.Phase == rollout.PhaseRolling && !st.CanaryPassed && len(st.Moved) == 1
+	})
+	if _, err := m.Sh(ctx, fmt.Sprintf("kill -9 %d", killed)); err != nil {
+		t.Fatal(err)
+	}
+	awaitUpgrade(t, runs, 90*time.Second)
+
+	st := persisted(t)
+	if st.To != sha(t, "v2") || st.Phase != rollout.PhaseRolledBack || !strings.Contains(st.Reason, "interrupted before the canary passed") {
+		t.Fatalf("roll-out after the kill: %s, %q; want rolled back because it was interrupted", st.Phase, st.Reason)
+	}
+	var kinds []string
+	for _, e := range st.Events {
+		kinds = append(kinds, e.Kind)
+	}
+	if !slices.Contains(kinds, "resumed") || !slices.Contains(kinds, "rolled-back") {
+		t.Errorf("roll-out events %v: want resumed and rolled-back", kinds)
+	}
+	r := releases(t)
+	if r.Active != old {
+		t.Errorf("active release %.12s, want the old %.12s", r.Active, old)
+	}
+	for i := range nPorts {
+		if h := mustHealth(t, port(i)); h.SHA256 != old {
+			t.Errorf("port %d runs %.12s, want the old release %.12s: a mix left behind", port(i), h.SHA256, old)
+		}
+	}
+	if len(r.Rejected) == 0 || r.Rejected[0].SHA256 != sha(t, "v2") || r.Rejected[0].Stage != "rollout" {
+		t.Errorf("the interrupted release is not marked rejected: %+v", r.Rejected[:min(1, len(r.Rejected))])
+	}
+	// The supervisor that took it up ran the new binary (current pointed
+	// at it when systemd started it again); it moved back onto the old one.
+	err := machine.WaitFor(ctx, 30*time.Second, func() (bool, string) {
+		pid := supervisorPID(t)
+		if pid == 0 || pid == killed {
+			return false, fmt.Sprintf("supervisor pid %d", pid)
+		}
+		got := exeSHA(t, pid)
+		return got == old, fmt.Sprintf("supervisor pid %d runs %.12s", pid, got)
+	})
+	if err != nil {
+		t.Errorf("the supervisor did not end on the old release: %v", err)
+	}
+	// The supervisor's events say which way it went.
+	for _, want := range []string{"action=taking-up", "action=resumed", "action=rolled-back"} {
+		if len(unitJournalGrep(t, "lodis-supervisor", start, want)) == 0 {
+			t.Errorf("no supervisor event %s in its journal", want)
+		}
+	}
+	if len(journalGrep(t, start, "rolled back: interrupted before the canary passed its soak")) == 0 {
+		t.Errorf("lodis upgrade does not end with the rollback")
+	}
+}
+
+// TestSecondDropDuringRolloutIsSerialised: a drop made while another rolls
+// out waits for it; of two drops made meanwhile the newer wins; a roll-out
+// asked of the supervisor while one runs is refused with 409.
+func TestSecondDropDuringRolloutIsSerialised(t *testing.T) {
+	ctx := context.Background()
+	start := time.Now()
+	for i := range nPorts {
+		mustHealth(t, port(i))
+	}
+	runs := upgradeRuns(t)
+	drop(t, bins["v3"], 0o755)
+	first := waitRollout(t, sha(t, "v3"), 30*time.Second, "first roll-out under way", func(st *rollout.State) bool {
+		return st.Phase == rollout.PhaseRolling
+	})
+	// Straight to the API: busy.
+	prev := releases(t).Previous
+	out, _ := m.Output(ctx, "curl", "-s", "-o", "/dev/stderr", "-w", "%{http_code}", "--unix-socket", supervisor.DefaultSocket,
+		"-H", "Content-Type: application/json", "-d", fmt.Sprintf(`{"kind":"rollback","sha256":"%s"}`, prev), "http://supervisor/v1/rollout")
+	if !strings.HasSuffix(strings.TrimSpace(out), "409") || !strings.Contains(out, "a roll-out is under way: "+first.ID) {
+		t.Errorf("POST /v1/rollout during a roll-out answered %q, want 409 naming %s", out, first.ID)
+	}
+	drop(t, bins["v4"], 0o755) // waits…
+	time.Sleep(300 * time.Millisecond)
+	drop(t, bins["v6"], 0o755) // …and is replaced by a newer one
+	awaitUpgrade(t, runs, 120*time.Second)
+
+	if a := releases(t).Active; a != sha(t, "v6") {
+		t.Fatalf("active %.12s, want the newest drop %.12s", a, sha(t, "v6"))
+	}
+	for i := range nPorts {
+		if h := mustHealth(t, port(i)); h.SHA256 != sha(t, "v6") {
+			t.Errorf("port %d runs %.12s, want %.12s", port(i), h.SHA256, sha(t, "v6"))
+		}
+	}
+	// lodis upgrade relays the supervisor's steps: the first roll-out ended
+	// before the second started, and v4 was never rolled out.
+	var order []string
+	for _, l := range journalGrep(t, start, "by=supervisor") {
+		switch {
+		case strings.Contains(l, "event=started"), strings.Contains(l, "event=done"), strings.Contains(l, "event=rolled-back"):
+			f := strings.Fields(l)
+			var ev, ro string
+			for _, x := range f {
+				if v, ok := strings.CutPrefix(x, "event="); ok {
+					ev = v
+				}
+				if v, ok := strings.CutPrefix(x, "rollout="); ok {
+					ro = v[len(v)-12:]
+				}
+			}
+			if ro == sha(t, "v3")[:12] || ro == sha(t, "v4")[:12] || ro == sha(t, "v6")[:12] {
+				order = append(order, ev+":"+ro)
+			}
+		}
+	}
+	want := []string{"started:" + sha(t, "v3")[:12], "done:" + sha(t, "v3")[:12], "started:" + sha(t, "v6")[:12], "done:" + sha(t, "v6")[:12]}
+	if !slices.Equal(order, want) {
+		t.Errorf("roll-outs %v, want %v", order, want)
+	}
+}
+
+// TestWithoutSupervisorUpgradeDrivesItself: with the supervisor stopped,
+// lodis upgrade rolls the drop out by itself and says so.
+func TestWithoutSupervisorUpgradeDrivesItself(t *testing.T) {
+	ctx := context.Background()
+	start := time.Now()
+	if _, err := m.Systemctl(ctx, "stop", "lodis-supervisor.service"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		m.Systemctl(ctx, "start", "lodis-supervisor.service")
+		machine.WaitFor(ctx, 20*time.Second, func() (bool, string) { _, err := status(ctx); return err == nil, fmt.Sprint(err) })
+	}()
+	for i := range nPorts {
+		mustHealth(t, port(i))
+	}
+	runs := upgradeRuns(t)
+	drop(t, bins["v7"], 0o755)
+	awaitUpgrade(t, runs, 60*time.Second)
+	ro := lastRollout(t)
+	if ro == nil || ro.To != sha(t, "v7") || ro.Phase != rollout.PhaseDone {
+		t.Fatalf("roll-out %+v, want done on v7", ro)
+	}
+	for i := range nPorts {
+		if h := mustHealth(t, port(i)); h.SHA256 != sha(t, "v7") {
+			t.Errorf("port %d runs %.12s, want %.12s", port(i), h.SHA256, sha(t, "v7"))
+		}
+	}
+	if len(journalGrep(t, start, "no supervisor drives roll-outs here: driving the roll-out in this process")) != 1 {
+		t.Error("lodis upgrade does not say it drove the roll-out itself")
+	}
+	if s := m.State(ctx, "lodis-supervisor.service"); s != "inactive/dead" {
+		t.Errorf("lodis-supervisor.service is %s: the roll-out started a stopped supervisor", s)
 	}
 }
