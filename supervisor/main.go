@@ -197,7 +197,11 @@ func Main(args []string, stderr io.Writer, ext ...Extension) int {
 		extDone.Add(1)
 		go func() { defer extDone.Done(); e.Run(runCtx) }()
 	}
-	sup.Run(runCtx)
+	// The state machine and its D-Bus connection outlive the extensions: a
+	// rollback under way when SIGTERM comes still has systemd to talk to.
+	supCtx, stopSup := context.WithCancel(context.WithoutCancel(runCtx))
+	go func() { <-runCtx.Done(); extDone.Wait(); stopSup() }()
+	sup.Run(supCtx)
 	stopRun()
 	extDone.Wait()
 	if err := <-apiErr; err != nil {

@@ -325,17 +325,22 @@ func (s *Supervisor) Snapshot(ctx context.Context) (Snapshot, bool) {
 		return <-ch, true
 	case <-ctx.Done():
 		return Snapshot{}, false
+	case <-s.stopped:
+		return Snapshot{}, false
 	}
 }
 
 // Units returns the live D-Bus connection for other packages to act
-// through (a roll-out), or nil while systemd is unreachable.
+// through (a roll-out), or nil while systemd is unreachable, after Run has
+// returned, or when ctx ends first.
 func (s *Supervisor) Units(ctx context.Context) Units {
 	ch := make(chan Units, 1)
 	select {
 	case s.units <- ch:
 		return <-ch
 	case <-ctx.Done():
+		return nil
+	case <-s.stopped:
 		return nil
 	}
 }
