@@ -31,8 +31,10 @@ func NewClient(socket string) *Client {
 		}}}}
 }
 
-// ErrUnreachable is wrapped by the Client's errors when nothing answers on
-// the status socket: the supervisor is not running.
+// ErrUnreachable is wrapped by the Client's errors when nothing accepts a
+// connection on the status socket: the supervisor is not running. An error
+// after the connection was made does not wrap it: the request may have
+// been acted on.
 var ErrUnreachable = errors.New("supervisor not reachable")
 
 // APIError is an answer of the status API other than 2xx.
@@ -46,7 +48,8 @@ func (e *APIError) Error() string {
 }
 
 // Get fetches path (e.g. "/v1/instances") and decodes the JSON answer into v.
-// Errors wrap ErrUnreachable when no supervisor answers, or are an *APIError.
+// Errors wrap ErrUnreachable when no supervisor accepts the connection, or
+// are an *APIError when it answers other than 2xx.
 func (c *Client) Get(ctx context.Context, path string, v any) error {
 	return c.Do(ctx, http.MethodGet, path, nil, v)
 }
@@ -76,11 +79,12 @@ func (c *Client) Do(ctx context.Context, method, path string, body, v any) error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		var ue *net.OpError
-		if errors.As(err, &ue) {
-			return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, ue.Err)
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" {
+			return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, oe.Err)
 		}
-		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, err)
+		// Connected, then lost: the supervisor may have acted on it.
+		return fmt.Errorf("%s %s on %s: %w", method, path, c.Socket, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

@@ -67,6 +67,7 @@ func (u *Upgrader) handOver(ctx context.Context, st *rollout.State) error {
 	busy := false
 	for {
 		var got rollout.State
+		asked := time.Now()
 		err := c.Post(ctx, "/v1/rollout", req, &got)
 		var ae *supervisor.APIError
 		switch {
@@ -74,6 +75,16 @@ func (u *Upgrader) handOver(ctx context.Context, st *rollout.State) error {
 			u.Log.WithFields(logrus.Fields{"rollout": got.ID, "to": short(st.To)}).Info("roll-out handed to the supervisor")
 			return u.follow(ctx, got.ID)
 		case errors.Is(err, supervisor.ErrUnreachable):
+			return errNoSupervisor{err.Error()}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !errors.As(err, &ae):
+			// The supervisor took the request and went away: it may have
+			// accepted it (it persists a roll-out before answering).
+			if p, _ := (&rollout.FileStore{Path: u.statePath()}).Load(); p != nil && p.To == st.To && !p.Started.Before(asked.Add(-time.Second)) {
+				u.Log.WithError(err).WithField("rollout", p.ID).Warn("the supervisor accepted the roll-out and stopped answering: following it")
+				return u.follow(ctx, p.ID)
+			}
 			return errNoSupervisor{err.Error()}
 		case errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed):
 			return errNoSupervisor{"the supervisor on " + u.StatusSocket + " does not drive roll-outs (an older release)"}
@@ -120,9 +131,10 @@ func (u *Upgrader) follow(ctx context.Context, id string) error {
 		var st *rollout.State
 		err := c.Get(ctx, "/v1/rollout?id="+id, &st)
 		var ae *supervisor.APIError
+		answered := false
 		switch {
 		case err == nil && st != nil:
-			gone = time.Time{}
+			answered = true
 			seen = u.relay(st, seen)
 			if st.Phase.Finished() {
 				return outcome(st)
@@ -141,13 +153,16 @@ func (u *Upgrader) follow(ctx context.Context, id string) error {
 				u.relay(st, seen)
 				return outcome(st)
 			}
-		default:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		if answered {
+			gone = time.Time{}
+		} else {
+			// Not driven by the supervisor that answers here, if any.
 			if gone.IsZero() {
 				gone = time.Now()
-				u.Log.WithError(err).Info("the supervisor does not answer (it restarts itself at the end of an upgrade): asking again")
+				u.Log.WithError(err).Info("the supervisor does not answer for the roll-out (it restarts itself at the end of an upgrade): asking again")
 			}
 			if time.Since(gone) > u.takeOverAfter() {
 				done, err := u.takeOver(ctx, id)

@@ -29,6 +29,7 @@ type fakeSupervisor struct {
 	busy     int  // answer 409 this many times first
 	older    bool // a supervisor without the roll-out API
 	vanish   bool // accept, then stop answering without rolling out
+	hangup   bool // accept and roll out, but hang up instead of answering
 	fail     bool // roll-outs end rolled back
 	wg       sync.WaitGroup
 }
@@ -76,10 +77,12 @@ func (f *fakeSupervisor) post(w http.ResponseWriter, r *http.Request) {
 	active, _, _ := store.Active()
 	st := rollout.NewState(req.Kind, active, req.SHA256, time.Now())
 	f.persist().Save(st)
-	supervisor.WriteJSON(w, http.StatusAccepted, st)
+	if !f.hangup {
+		supervisor.WriteJSON(w, http.StatusAccepted, st)
+	}
 	switch {
 	case f.vanish:
-		go f.srv.Close()
+		time.AfterFunc(50*time.Millisecond, func() { f.srv.Close() })
 	case f.fail:
 		st.Phase, st.Reason, st.Finished = rollout.PhaseRolledBack, "canary lodis@8080.service failed", time.Now()
 		f.persist().Save(st)
@@ -95,6 +98,9 @@ func (f *fakeSupervisor) post(w http.ResponseWriter, r *http.Request) {
 			r := &rollout.Runner{Ops: idle{}, Releases: store, Persist: f.persist(), SupervisorIsSelf: false}
 			r.Run(context.Background(), st)
 		}()
+		if f.hangup {
+			panic(http.ErrAbortHandler)
+		}
 	}
 }
 
@@ -137,6 +143,9 @@ func TestHandOver(t *testing.T) {
 			log: []string{"the supervisor is busy with another roll-out: waiting for it", "roll-out handed to the supervisor"}},
 		{name: "the supervisor rolls it back", setup: func(f *fakeSupervisor) { f.fail = true }, want: RolledBack, requests: 1,
 			log: []string{"roll-out handed to the supervisor"}},
+		{name: "the supervisor hangs up after accepting", setup: func(f *fakeSupervisor) { f.hangup = true }, want: Activated, requests: 1,
+			log:    []string{"the supervisor accepted the roll-out and stopped answering: following it", "event=done"},
+			notLog: []string{"driving the roll-out in this process"}},
 		{name: "no supervisor", noSocket: true, want: Activated,
 			log: []string{"no supervisor drives roll-outs here: driving the roll-out in this process", "not reachable"}},
 		{name: "an older supervisor without the roll-out API", setup: func(f *fakeSupervisor) { f.older = true }, want: Activated,
