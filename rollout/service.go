@@ -364,7 +364,7 @@ func (s *Service) drive(ctx context.Context, st *State, unlock func()) {
 	if st.Phase.Finished() && s.metrics != nil {
 		s.metrics.CountRollout(st.Kind, string(st.Phase))
 	}
-	if st.Phase.Finished() && ctx.Err() == nil {
+	if (st.Phase == PhaseRolledBack || st.Phase == PhaseFailed) && ctx.Err() == nil {
 		s.moveSelf(ctx, st, ops)
 	}
 	if err != nil && !st.Phase.Finished() && ctx.Err() == nil {
