@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -341,6 +343,25 @@ func TestDebLifecycle(t *testing.T) {
 		}
 		if cur := sh(ctx, t, "readlink /var/lib/lodis/current"); !strings.HasPrefix(cur, "/var/lib/lodis/releases/") && !strings.HasPrefix(cur, "releases/") {
 			t.Errorf("/var/lib/lodis/current -> %q, want a release under /var/lib/lodis/releases", cur)
+		}
+		// The packaged supervisor (user lodis, polkit, the store as
+		// tmpfiles.d makes it) drove the roll-out and moved itself onto
+		// the dropped binary.
+		if slices.Contains(enabledOnInstall(t), "lodis-supervisor.service") {
+			if n := sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | grep -c 'roll-out handed to the supervisor' || true"); n != "1" {
+				t.Errorf("the roll-out was not handed to the supervisor (%s times):\n%s", n, sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | tail -n 20"))
+			}
+			err := machine.WaitFor(ctx, 20*time.Second, func() (bool, string) {
+				out, err := mach.Output(ctx, "lodis", "status", "--json")
+				var s struct{ Version string }
+				if err == nil {
+					err = json.Unmarshal([]byte(out), &s)
+				}
+				return err == nil && s.Version == dropVersion, fmt.Sprintf("supervisor version %q, %v", s.Version, err)
+			})
+			if err != nil {
+				t.Errorf("the supervisor did not move onto the dropped binary: %v", err)
+			}
 		}
 	})
 
