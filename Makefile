@@ -15,7 +15,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/lodis/lodis/internal/bu
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.demo/*' 2>/dev/null) go.mod go.sum
 UNITS := $(wildcard units/*.socket units/*.service units/*.target units/*.path)
 
-.PHONY: bench-micro bench-upgrade bench-supervisor all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb nix-vendor-hash
+.PHONY: bench-micro all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb nix-vendor-hash
 
 all: build
 
@@ -80,16 +80,6 @@ uninstall:
 	rm -f $(DESTDIR)$(POLKITDIR)/50-lodis.rules
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 
-# bench-supervisor: idle workers and supervisor RSS with 10 ports, 50 kill -9
-# (detected / serving again), 60 s of the chaos demo through nginx and direct
-# (test/supervisor/bench_test.go).
-bench-supervisor: build
-	$(GO) test -count=1 -run '^$$' -bench Supervisor -benchtime 1x -timeout 20m ./test/supervisor
-
-# bench-upgrade: 10 ports at 2,000 req/s; a drop, the naive restart baseline,
-# and a bad build's rollback (test/upgrade/bench_test.go).
-bench-upgrade: build
-	$(GO) test -count=1 -run '^$$' -bench Upgrade -benchtime 1x -timeout 20m ./test/upgrade
 
 # deb builds dist/lodis_<version>_<arch>.deb, reproducibly; see packaging/deb/build.sh.
 deb:
