@@ -102,7 +102,14 @@ func Run(ctx context.Context, o Options) (string, error) {
 			continue
 		}
 		prog.begin(s.title)
+		busy := loadAverage()
 		ts, err := s.run(ctx, e)
+		for i := range ts {
+			if ts[i].NotRun == "" {
+				ts[i].Note = strings.TrimSpace(ts[i].Note + "\n\nLoad average (1, 5, 15 min) of the shared machine when this stage began: " + busy + ".")
+				break
+			}
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("stage %s: %w", s.name, err))
 			ts = complete(s, ts, "failed: "+oneLine(err.Error()))
