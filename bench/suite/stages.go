@@ -90,7 +90,7 @@ type plan struct {
 	coldSamples     int           // activations per variant (cold, warm, always-on, direct exec)
 	ablationSamples int           // activations per hardening option; 0 skips the ablation
 	maxDuration     time.Duration // each closed-loop throughput run
-	rounds          int           // throughput runs per server, interleaved; the median counts
+	rounds          int           // peak and fixed-rate runs per server, interleaved
 	rateDuration    time.Duration // each fixed-rate run
 	upgradeSteady   time.Duration // load before the upgrade starts
 	upgradeTail     time.Duration // load after the last instance is healthy
@@ -103,7 +103,7 @@ func planFor(quick bool) plan {
 			upgradeSteady: 3 * time.Second, upgradeTail: 2 * time.Second, chaosDuration: 15 * time.Second}
 	}
 	return plan{coldSamples: 100, ablationSamples: 20, maxDuration: 8 * time.Second, rounds: 3,
-		rateDuration: 10 * time.Second, upgradeSteady: 10 * time.Second, upgradeTail: 5 * time.Second,
+		rateDuration: 5 * time.Second, upgradeSteady: 10 * time.Second, upgradeTail: 5 * time.Second,
 		chaosDuration: 60 * time.Second}
 }
 

@@ -102,7 +102,14 @@ func Run(ctx context.Context, o Options) (string, error) {
 			continue
 		}
 		prog.begin(s.title)
+		busy := loadAverage()
 		ts, err := s.run(ctx, e)
+		for i := range ts {
+			if ts[i].NotRun == "" {
+				ts[i].Note = strings.TrimSpace(ts[i].Note + "\n\nLoad average (1, 5, 15 min) of the shared machine when this stage began: " + busy + ".")
+				break
+			}
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("stage %s: %w", s.name, err))
 			ts = complete(s, ts, "failed: "+oneLine(err.Error()))
@@ -161,6 +168,8 @@ type env struct {
 	has   features
 	lodis string // lodis binary on the host, as installed in the machine
 	tmp   string // host scratch dir, removed at close
+	// version is what the installed lodis says of itself (lodis version).
+	version string
 	// variants waits for the binaries the lodis upgrade runs drop.
 	variants func() (*variants, error)
 	// others is the number of other test machines running on the host when
@@ -221,6 +230,11 @@ func setup(ctx context.Context, o Options) (*env, error) {
 		return e, err
 	}
 	e.has = e.detect(ctx)
+	out, err := e.m.Output(ctx, lodisBin, "version")
+	if err != nil {
+		return e, fmt.Errorf("installed lodis: %w", err)
+	}
+	e.version = strings.Join(strings.Fields(strings.ReplaceAll(out, "\n", "; ")), " ")
 	return e, nil
 }
 
@@ -311,6 +325,7 @@ func summary(o Options, e *env, loadStart, loadEnd string, took time.Duration) s
 	}
 	fmt.Fprintf(&b, "%s of `lodis-bench`, %s in all. Everything ran in one throwaway real systemd (systemd-nspawn, sharing the host's network); load came from package bench/load on the same host, to 127.0.0.1 only.\n\n", mode, took.Round(time.Second))
 	fmt.Fprintf(&b, "**The machine was shared**: load average %s (1, 5, 15 min) at the start and %s at the end on %d cores; %d other test machine(s) of other engineers were running when this one booted. Absolute times are noisy; read the ratios, which compare runs made minutes apart (and, where stated, interleaved sample by sample).\n\n", loadStart, loadEnd, runtime.NumCPU(), e.others)
+	fmt.Fprintf(&b, "lodis under test, as installed in the machine (`lodis version`): %s.\n\n", strings.TrimSuffix(strings.TrimSpace(e.version), ";"))
 	have := func(ok bool, what string) string {
 		if ok {
 			return what + ": installed"
