@@ -262,7 +262,7 @@ func (s *Store) Commit(c *Candidate, version, source string) error {
 	} else {
 		os.RemoveAll(final) // a half-made leftover, if any
 		if err := os.Rename(c.Dir, final); err != nil {
-			return fmt.Errorf("accept release %s: %w", short(c.SHA256), err)
+			return fmt.Errorf("accept release %s: %w", buildinfo.ShortSHA(c.SHA256), err)
 		}
 		syncDir(s.releasesDir())
 	}
@@ -285,17 +285,17 @@ func (s *Store) Commit(c *Candidate, version, source string) error {
 // old or the new binary, never neither. Nothing is restarted.
 func (s *Store) Activate(sha string) error {
 	if !s.Has(sha) {
-		return fmt.Errorf("activate %s: no such release in %s", short(sha), s.releasesDir())
+		return fmt.Errorf("activate %s: no such release in %s", buildinfo.ShortSHA(sha), s.releasesDir())
 	}
 	target := filepath.Join("releases", sha, BinaryName) // relative to Root
 	tmp := s.currentLink() + ".new"
 	os.Remove(tmp)
 	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("activate %s: %w", short(sha), err)
+		return fmt.Errorf("activate %s: %w", buildinfo.ShortSHA(sha), err)
 	}
 	if err := os.Rename(tmp, s.currentLink()); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("activate %s: %w", short(sha), err)
+		return fmt.Errorf("activate %s: %w", buildinfo.ShortSHA(sha), err)
 	}
 	syncDir(s.Root)
 	return s.update(func(st *state) error {
@@ -336,7 +336,7 @@ func (s *Store) Reject(path, sigPath, sha, version, reason string) (string, erro
 	now := s.Now().UTC()
 	tag := "unknown"
 	if sha != "" {
-		tag = short(sha)
+		tag = buildinfo.ShortSHA(sha)
 	}
 	dir := filepath.Join(s.rejectedDir(), now.Format("20060102T150405.000000000Z")+"-"+tag)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -368,7 +368,7 @@ func (s *Store) MarkRejected(sha, reason string) error {
 	path := s.releasePath(sha)
 	if active, _, err := s.Active(); err == nil && active != sha && s.Has(sha) {
 		now := s.Now().UTC()
-		dir := filepath.Join(s.rejectedDir(), now.Format("20060102T150405.000000000Z")+"-"+short(sha))
+		dir := filepath.Join(s.rejectedDir(), now.Format("20060102T150405.000000000Z")+"-"+buildinfo.ShortSHA(sha))
 		if err := os.MkdirAll(s.rejectedDir(), 0o750); err == nil && os.Rename(filepath.Dir(path), dir) == nil {
 			os.Chmod(dir, 0o750)
 			path = filepath.Join(dir, BinaryName)
@@ -647,11 +647,4 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lodis/lodis/internal/buildinfo"
 )
 
 // Invalid is the error for a binary that must not be switched to. Check names
@@ -88,7 +90,7 @@ func (v *Validator) Validate(ctx context.Context, c *Candidate, sig []byte) (*Re
 	}
 	ver, sum := parseVersion(out)
 	if sum != c.SHA256 {
-		return nil, invalid("version", "`lodis version` does not report this file's sha256 %s (got %q): not a lodis binary", short(c.SHA256), firstLine(out))
+		return nil, invalid("version", "`lodis version` does not report this file's sha256 %s (got %q): not a lodis binary", buildinfo.ShortSHA(c.SHA256), firstLine(out))
 	}
 	out, err = v.Sandbox.Run(ctx, c.Path, []string{"selftest", "-timeout", timeout.String()}, timeout+2*time.Second)
 	if err != nil {

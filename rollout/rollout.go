@@ -40,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/sirupsen/logrus"
 )
 
@@ -95,7 +96,7 @@ type State struct {
 // NewState plans a roll-out of kind from release from to release to.
 func NewState(kind, from, to string, now time.Time) *State {
 	return &State{
-		ID:   now.UTC().Format("20060102T150405Z") + "-" + short(to),
+		ID:   now.UTC().Format("20060102T150405Z") + "-" + buildinfo.ShortSHA(to),
 		Kind: kind, From: from, To: to, Phase: PhasePending,
 		Units: []string{}, Moved: []string{}, Started: now.UTC(), Updated: now.UTC(), Events: []Event{},
 	}
@@ -274,7 +275,7 @@ func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 			}
 		}
 		st.Phase = PhaseRolling
-		r.event(st, "flipped", "", "current → %s; %d running worker(s) to move: %s", short(st.To), len(st.Units), strings.Join(st.Units, " "))
+		r.event(st, "flipped", "", "current → %s; %d running worker(s) to move: %s", buildinfo.ShortSHA(st.To), len(st.Units), strings.Join(st.Units, " "))
 		if err := r.save(st); err != nil {
 			return err
 		}
@@ -333,7 +334,7 @@ func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 		}
 	}
 	st.Phase = PhaseSupervisor
-	r.event(st, "workers-moved", "", "%d worker(s) on %s", len(st.Moved), short(st.To))
+	r.event(st, "workers-moved", "", "%d worker(s) on %s", len(st.Moved), buildinfo.ShortSHA(st.To))
 	if err := r.save(st); err != nil {
 		return err
 	}
@@ -377,7 +378,7 @@ func (r *Runner) move(ctx context.Context, st *State, u string) error {
 		return err
 	}
 	if h, err := r.Ops.Health(ctx, u); err == nil && h.SHA256 == st.To {
-		r.event(st, "already-moved", u, "already on %s (pid %d)", short(st.To), h.PID)
+		r.event(st, "already-moved", u, "already on %s (pid %d)", buildinfo.ShortSHA(st.To), h.PID)
 	} else {
 		r.event(st, "restarting", u, "restarting")
 		if err := r.Ops.Restart(ctx, u); err != nil {
@@ -389,7 +390,7 @@ func (r *Runner) move(ctx context.Context, st *State, u string) error {
 	}
 	st.Moved = append(st.Moved, u)
 	st.Current = ""
-	r.event(st, "moved", u, "on %s (%d of %d)", short(st.To), len(st.Moved), len(st.Units))
+	r.event(st, "moved", u, "on %s (%d of %d)", buildinfo.ShortSHA(st.To), len(st.Moved), len(st.Units))
 	return r.save(st)
 }
 
@@ -407,7 +408,7 @@ func (r *Runner) waitRelease(ctx context.Context, u, sha string) (Health, error)
 			return h, nil
 		case err == nil:
 			wrong++
-			last = fmt.Errorf("reports status %q, release %s", h.Status, short(h.SHA256))
+			last = fmt.Errorf("reports status %q, release %s", h.Status, buildinfo.ShortSHA(h.SHA256))
 		default:
 			var he *HTTPStatusError
 			if errors.As(err, &he) {
@@ -421,7 +422,7 @@ func (r *Runner) waitRelease(ctx context.Context, u, sha string) (Health, error)
 			return h, fmt.Errorf("health check of %s failed: %v", u, last)
 		}
 		if !r.Now().Before(deadline) {
-			return h, fmt.Errorf("health check of %s: no answer from %s within %s: %v", u, short(sha), r.HealthTimeout, last)
+			return h, fmt.Errorf("health check of %s: no answer from %s within %s: %v", u, buildinfo.ShortSHA(sha), r.HealthTimeout, last)
 		}
 		if err := r.sleep(ctx, r.ProbeInterval); err != nil {
 			return h, err
@@ -451,14 +452,14 @@ func (r *Runner) soak(ctx context.Context, st *State, u string) error {
 			}
 			continue
 		case h.Status != "ok" || h.SHA256 != st.To:
-			return fmt.Errorf("canary %s reports status %q, release %s during the soak", u, h.Status, short(h.SHA256))
+			return fmt.Errorf("canary %s reports status %q, release %s during the soak", u, h.Status, buildinfo.ShortSHA(h.SHA256))
 		case h.PID != first.PID:
 			return fmt.Errorf("canary %s restarted during the soak (pid %d → %d)", u, first.PID, h.PID)
 		}
 		fails = 0
 	}
 	st.CanaryPassed = true
-	r.event(st, "canary-passed", u, "healthy on %s for %s", short(st.To), r.CanarySoak)
+	r.event(st, "canary-passed", u, "healthy on %s for %s", buildinfo.ShortSHA(st.To), r.CanarySoak)
 	return r.save(st)
 }
 
@@ -484,9 +485,9 @@ func (r *Runner) rollback(ctx context.Context, st *State, reason string) error {
 	slices.Reverse(back)
 	for _, u := range back {
 		if h, err := r.Ops.Health(ctx, u); err == nil && h.SHA256 == st.From {
-			r.event(st, "rollback-moved", u, "already on %s", short(st.From))
+			r.event(st, "rollback-moved", u, "already on %s", buildinfo.ShortSHA(st.From))
 		} else {
-			r.event(st, "rollback-restarting", u, "restarting onto %s", short(st.From))
+			r.event(st, "rollback-restarting", u, "restarting onto %s", buildinfo.ShortSHA(st.From))
 			if err := r.Ops.Restart(ctx, u); err != nil {
 				problems = append(problems, fmt.Sprintf("restart %s: %v", u, err))
 			}
@@ -494,7 +495,7 @@ func (r *Runner) rollback(ctx context.Context, st *State, reason string) error {
 				problems = append(problems, err.Error())
 				continue
 			}
-			r.event(st, "rollback-moved", u, "back on %s", short(st.From))
+			r.event(st, "rollback-moved", u, "back on %s", buildinfo.ShortSHA(st.From))
 		}
 		st.Moved = slices.DeleteFunc(st.Moved, func(m string) bool { return m == u })
 		if st.Current == u {
@@ -515,7 +516,7 @@ func (r *Runner) rollback(ctx context.Context, st *State, reason string) error {
 	}
 	st.Phase = PhaseRolledBack
 	r.event(st, "rolled-back", "", "every worker is back on %s in %s; %s rejected: %s",
-		label(st.FromVersion, st.From), st.Finished.Sub(st.Started).Round(time.Millisecond), short(st.To), reason)
+		label(st.FromVersion, st.From), st.Finished.Sub(st.Started).Round(time.Millisecond), buildinfo.ShortSHA(st.To), reason)
 	if err := r.save(st); err != nil {
 		return err
 	}
@@ -581,18 +582,11 @@ func SortUnits(units []string) {
 	})
 }
 
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
-}
-
 func label(version, sha string) string {
 	if version == "" {
-		return short(sha)
+		return buildinfo.ShortSHA(sha)
 	}
-	return version + " (" + short(sha) + ")"
+	return version + " (" + buildinfo.ShortSHA(sha) + ")"
 }
 
 type discardWriter struct{}

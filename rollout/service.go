@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/supervisor"
 )
@@ -284,16 +285,16 @@ func (s *Service) plan(ctx context.Context, r Request) (*State, int, error) {
 	case err != nil:
 		return nil, http.StatusInternalServerError, err
 	case to != nil && to.Rejected != "":
-		return nil, http.StatusUnprocessableEntity, fmt.Errorf("release %s was rejected: %s", short(r.SHA256), to.Rejected)
+		return nil, http.StatusUnprocessableEntity, fmt.Errorf("release %s was rejected: %s", buildinfo.ShortSHA(r.SHA256), to.Rejected)
 	case !s.store.Has(r.SHA256):
-		return bad("release %s is not in the store %s (lodis upgrade validates and imports a drop first)", short(r.SHA256), s.store.Root)
+		return bad("release %s is not in the store %s (lodis upgrade validates and imports a drop first)", buildinfo.ShortSHA(r.SHA256), s.store.Root)
 	}
 	active, _, err := s.store.Active()
 	if err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
 	if active == r.SHA256 {
-		return nil, http.StatusUnprocessableEntity, fmt.Errorf("release %s is active already", short(r.SHA256))
+		return nil, http.StatusUnprocessableEntity, fmt.Errorf("release %s is active already", buildinfo.ShortSHA(r.SHA256))
 	}
 	if s.sup.Units(ctx) == nil {
 		return nil, http.StatusServiceUnavailable, errors.New("the supervisor cannot reach systemd now; try again in a moment")
@@ -349,7 +350,7 @@ func (s *Service) drive(ctx context.Context, st *State, unlock func()) {
 		ProbeInterval: s.ProbeInterval, OnEvent: func(e Event) { s.emitAt(e.Time, st, e.Kind, e.Unit, e.Message) },
 	}
 	if st.Phase == PhaseSupervisor && s.self != "" && s.self != st.To {
-		s.emit(st, "supervisor-not-moved", "", fmt.Sprintf("the supervisor runs %s, not the new release %s: is its ExecStart= /var/lib/lodis/current?", short(s.self), short(st.To)))
+		s.emit(st, "supervisor-not-moved", "", fmt.Sprintf("the supervisor runs %s, not the new release %s: is its ExecStart= /var/lib/lodis/current?", buildinfo.ShortSHA(s.self), buildinfo.ShortSHA(st.To)))
 	}
 	err := r.Run(ctx, st)
 	if errors.Is(err, ErrHandedToNextSupervisor) {
@@ -404,7 +405,7 @@ func (s *Service) moveSelf(ctx context.Context, st *State, ops Ops) {
 	if err != nil || s.self == "" || active == s.self {
 		return
 	}
-	s.emit(st, "supervisor-restart", "", fmt.Sprintf("the supervisor runs %s, the active release is %s: restarting onto it", short(s.self), short(active)))
+	s.emit(st, "supervisor-restart", "", fmt.Sprintf("the supervisor runs %s, the active release is %s: restarting onto it", buildinfo.ShortSHA(s.self), buildinfo.ShortSHA(active)))
 	if err := ops.RestartSupervisor(ctx, false); err != nil {
 		s.emit(st, "supervisor-restart-failed", "", err.Error())
 	}
@@ -493,7 +494,7 @@ func (s *Service) emitAt(t time.Time, st *State, kind, unit, msg string) {
 		return
 	}
 	e := supervisor.Event{Time: t, Kind: supervisor.KindRollout, Unit: unit, Action: kind, Result: "done",
-		From: short(st.From), To: short(st.To), Message: msg}
+		From: buildinfo.ShortSHA(st.From), To: buildinfo.ShortSHA(st.To), Message: msg}
 	if unit != "" {
 		e.Instance = PortOf(unit)
 	}

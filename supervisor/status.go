@@ -15,6 +15,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/cli"
 )
 
 // Client reads the status API over its unix socket.
@@ -233,7 +236,7 @@ func printTable(w io.Writer, snap Snapshot, fallback bool, now time.Time) {
 				health = fmt.Sprintf("FAILING x%d (%s), %s ago", h.Failures, shorten(h.Error, 40), ago)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Port, sock, work, pid, dash(in.Version), dash(short(in.SHA256)), up, restarts, health)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Port, sock, work, pid, cli.Dash(in.Version), cli.Dash(buildinfo.ShortSHA(in.SHA256)), up, restarts, health)
 	}
 	tw.Flush()
 	switch {
@@ -243,7 +246,7 @@ func printTable(w io.Writer, snap Snapshot, fallback bool, now time.Time) {
 		fmt.Fprintf(w, "\n%d instances; supervisor pid %d CANNOT REACH systemd (states may be stale)\n", len(snap.Instances), snap.PID)
 	default:
 		fmt.Fprintf(w, "\n%d instances; supervisor pid %d, version %s (%s), up %s\n", len(snap.Instances), snap.PID,
-			snap.Version, dash(short(snap.SHA256)), now.Sub(snap.Since).Round(time.Second))
+			snap.Version, cli.Dash(buildinfo.ShortSHA(snap.SHA256)), now.Sub(snap.Since).Round(time.Second))
 	}
 	if r := snap.Rollout; r != nil {
 		fmt.Fprintln(w, rolloutLine(r, now))
@@ -255,9 +258,9 @@ func printTable(w io.Writer, snap Snapshot, fallback bool, now time.Time) {
 func rolloutLine(r *RolloutStatus, now time.Time) string {
 	label := func(version, sha string) string {
 		if version == "" {
-			return short(sha)
+			return buildinfo.ShortSHA(sha)
 		}
-		return version + " (" + short(sha) + ")"
+		return version + " (" + buildinfo.ShortSHA(sha) + ")"
 	}
 	head := "roll-out"
 	if !r.Running {
@@ -275,20 +278,6 @@ func rolloutLine(r *RolloutStatus, now time.Time) string {
 		line += " (" + shorten(r.Reason, 120) + ")"
 	}
 	return line
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func shorten(s string, n int) string {

@@ -74,3 +74,12 @@ const (
 	FaultSelftestFails  = "selftest-fails"
 	FaultServeUnhealthy = "serve-unhealthy"
 )
+
+// ShortSHA returns the first 12 hex digits of a SHA-256, the form lodis shows
+// in tables and logs; shorter input is returned unchanged.
+func ShortSHA(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}

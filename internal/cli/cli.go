@@ -38,3 +38,11 @@ func Exit(name string, err error, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "%s: %v\n", name, err)
 	return 2
 }
+
+// Dash returns s, or "-" when s is empty: the placeholder of a table cell.
+func Dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/rollout"
 	"github.com/lodis/lodis/supervisor"
@@ -72,7 +73,7 @@ func (u *Upgrader) handOver(ctx context.Context, st *rollout.State) error {
 		var ae *supervisor.APIError
 		switch {
 		case err == nil:
-			u.Log.WithFields(logrus.Fields{"rollout": got.ID, "to": short(st.To)}).Info("roll-out handed to the supervisor")
+			u.Log.WithFields(logrus.Fields{"rollout": got.ID, "to": buildinfo.ShortSHA(st.To)}).Info("roll-out handed to the supervisor")
 			return u.follow(ctx, got.ID)
 		case errors.Is(err, supervisor.ErrUnreachable):
 			return errNoSupervisor{err.Error()}

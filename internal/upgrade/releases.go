@@ -16,6 +16,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/rollout"
 )
@@ -66,7 +68,7 @@ func printReleases(w io.Writer, root string, asJSON bool) error {
 		if since.IsZero() {
 			since = e.Imported
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", short(e.SHA256), dash(e.Version), e.State, when(since), oneLine(e.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", buildinfo.ShortSHA(e.SHA256), cli.Dash(e.Version), e.State, when(since), oneLine(e.Reason))
 	}
 	tw.Flush()
 	if len(l.Rejected) > 0 {
@@ -74,32 +76,18 @@ func printReleases(w io.Writer, root string, asJSON bool) error {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "WHEN\tRELEASE\tSTAGE\tREASON")
 		for _, r := range l.Rejected {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", when(r.Time), dash(short(r.SHA256)), r.Stage, oneLine(r.Reason))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", when(r.Time), cli.Dash(buildinfo.ShortSHA(r.SHA256)), r.Stage, oneLine(r.Reason))
 		}
 		tw.Flush()
 	}
 	if ro != nil {
-		fmt.Fprintf(w, "\nLAST ROLL-OUT %s: %s %s → %s, %s, %d of %d moved", ro.ID, ro.Kind, short(ro.From), short(ro.To), ro.Phase, len(ro.Moved), len(ro.Units))
+		fmt.Fprintf(w, "\nLAST ROLL-OUT %s: %s %s → %s, %s, %d of %d moved", ro.ID, ro.Kind, buildinfo.ShortSHA(ro.From), buildinfo.ShortSHA(ro.To), ro.Phase, len(ro.Moved), len(ro.Units))
 		if ro.Reason != "" {
 			fmt.Fprintf(w, " (%s)", oneLine(ro.Reason))
 		}
 		fmt.Fprintln(w)
 	}
 	return nil
-}
-
-func short(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func when(t time.Time) string {
@@ -113,9 +101,9 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 func label(version, sha string) string {
 	if version == "" {
-		return short(sha)
+		return buildinfo.ShortSHA(sha)
 	}
-	return version + " (" + short(sha) + ")"
+	return version + " (" + buildinfo.ShortSHA(sha) + ")"
 }
 
 // Rollback is `lodis rollback`: return every running worker to the previous
@@ -167,7 +155,7 @@ func (u *Upgrader) Rollback(ctx context.Context) error {
 		return err
 	}
 	if target == active {
-		return fmt.Errorf("release %s is already active", short(target))
+		return fmt.Errorf("release %s is already active", buildinfo.ShortSHA(target))
 	}
 	st := rollout.NewState(rollout.KindRollback, active, target, time.Now())
 	if r, _ := u.store.Release(active); r != nil {
@@ -176,7 +164,7 @@ func (u *Upgrader) Rollback(ctx context.Context) error {
 	if r, _ := u.store.Release(target); r != nil {
 		st.ToVersion = r.Version
 	}
-	u.Log.WithFields(logrus.Fields{"from": short(active), "to": short(target)}).Info("rolling back")
+	u.Log.WithFields(logrus.Fields{"from": buildinfo.ShortSHA(active), "to": buildinfo.ShortSHA(target)}).Info("rolling back")
 	if err := u.rollOut(ctx, st); err != nil {
 		return err
 	}
@@ -194,7 +182,7 @@ func (u *Upgrader) rollbackTarget() (string, error) {
 			return "", errors.New("no previous release to return to (see 'lodis releases')")
 		}
 		if !u.store.Has(l.Previous) {
-			return "", fmt.Errorf("previous release %s is no longer in the store", short(l.Previous))
+			return "", fmt.Errorf("previous release %s is no longer in the store", buildinfo.ShortSHA(l.Previous))
 		}
 		return l.Previous, nil
 	}
@@ -210,7 +198,7 @@ func (u *Upgrader) rollbackTarget() (string, error) {
 	case len(found) > 1:
 		return "", fmt.Errorf("bad -to %q: %d releases start with it; give more digits", u.To, len(found))
 	case found[0].State == "rejected":
-		return "", fmt.Errorf("bad -to %q: release %s was rejected: %s", u.To, short(found[0].SHA256), found[0].Reason)
+		return "", fmt.Errorf("bad -to %q: release %s was rejected: %s", u.To, buildinfo.ShortSHA(found[0].SHA256), found[0].Reason)
 	}
 	return found[0].SHA256, nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/internal/logging"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/rollout"
@@ -299,7 +300,7 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 		log.Info("the drop is the active release already: nothing to do")
 		u.store.Discard(c)
 		d.Remove()
-		u.summary = "the drop " + short(c.SHA256) + " is the active release already: nothing changed"
+		u.summary = "the drop " + buildinfo.ShortSHA(c.SHA256) + " is the active release already: nothing changed"
 		return Same
 	}
 	if r, _ := u.store.Release(c.SHA256); r != nil && r.Rejected != "" {
@@ -322,7 +323,7 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 	log.WithField("selftest", rep.Selftest).Info("drop accepted")
 	if u.intake.Pending() {
 		log.Info("a newer drop arrived meanwhile: it supersedes this one (kept in the store, not rolled out)")
-		u.summary = "drop " + short(c.SHA256) + " superseded by a newer one"
+		u.summary = "drop " + buildinfo.ShortSHA(c.SHA256) + " superseded by a newer one"
 		return Superseded
 	}
 	from, _ := u.store.Release(active)
@@ -335,14 +336,14 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 	var rb *rollout.RolledBackError
 	switch {
 	case errors.As(err, &rb):
-		u.summary = fmt.Sprintf("%s %s: %s", rep.Version, short(c.SHA256), rb.Error())
+		u.summary = fmt.Sprintf("%s %s: %s", rep.Version, buildinfo.ShortSHA(c.SHA256), rb.Error())
 		return RolledBack
 	case err != nil:
 		log.WithError(err).Error("roll-out interrupted")
-		u.summary = fmt.Sprintf("%s %s: roll-out interrupted: %v", rep.Version, short(c.SHA256), err)
+		u.summary = fmt.Sprintf("%s %s: roll-out interrupted: %v", rep.Version, buildinfo.ShortSHA(c.SHA256), err)
 		return RolledBack
 	}
-	u.summary = fmt.Sprintf("rolled out: every running worker is on %s (%s)", rep.Version, short(c.SHA256))
+	u.summary = fmt.Sprintf("rolled out: every running worker is on %s (%s)", rep.Version, buildinfo.ShortSHA(c.SHA256))
 	return Activated
 }
 
