@@ -44,7 +44,17 @@ func TestMain(m *testing.M) {
 func nixCmd(ctx context.Context, t *testing.T, name string, args ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, name, args...)
 	c.Dir = repo
+	// A fresh HOME keeps nix away from the user's configuration; Go's caches
+	// stay where they are (by default they live under HOME), so `go mod
+	// vendor` reads the module cache instead of downloading every module.
 	c.Env = append(os.Environ(), "HOME="+t.TempDir(), "NIX_PATH=")
+	for _, v := range []string{"GOPATH", "GOMODCACHE", "GOCACHE"} {
+		out, err := exec.Command("go", "env", v).Output()
+		if err != nil {
+			t.Fatalf("go env %s: %v", v, err)
+		}
+		c.Env = append(c.Env, v+"="+strings.TrimSpace(string(out)))
+	}
 	return c
 }
 
