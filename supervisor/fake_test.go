@@ -140,7 +140,7 @@ func startHarness(t *testing.T, o Options, conns ...*fakeConn) *harness {
 // waitFor polls cond for up to 3 s.
 func (h *harness) waitFor(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("timed out waiting for %s; events:%s", what, h.describe())

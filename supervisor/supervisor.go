@@ -141,6 +141,7 @@ func typIndex(typ string) int {
 type probeState struct {
 	running  bool
 	pid      uint32 // process the last probe reached
+	tried    uint32 // process the last probe was sent to
 	failures int    // in a row
 	busy     bool   // the last probe saw traffic other than probes
 	requests uint64
@@ -280,9 +281,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			if c, ok := decodeSignal(sig); ok {
 				s.onChange(ctx, c)
+				s.probeNew(ctx)
 			}
 		case f := <-s.fetched:
 			s.onFetched(f)
+			s.probeNew(ctx)
 		case r := <-s.probed:
 			s.onProbe(r)
 		case k := <-s.due:
@@ -872,6 +875,21 @@ func (s *Supervisor) probeRunning(ctx context.Context) {
 	}
 }
 
+// probeNew probes, at once, the running workers whose process has not been
+// probed yet, so that a new worker's version and health show without waiting
+// for the next probe round.
+func (s *Supervisor) probeNew(ctx context.Context) {
+	for _, in := range s.instances {
+		sv := in.service
+		p := &in.probe
+		if sv.ActiveState != "active" || sv.SubState != "running" || sv.MainPID == 0 || p.running || p.tried == sv.MainPID {
+			continue
+		}
+		p.running = true
+		s.startProbe(ctx, in, sv.MainPID, false)
+	}
+}
+
 // wakeProbe sends one request to each idle, listening port: socket
 // activation must start a worker that answers.
 func (s *Supervisor) wakeProbe(ctx context.Context) {
@@ -884,6 +902,9 @@ func (s *Supervisor) wakeProbe(ctx context.Context) {
 }
 
 func (s *Supervisor) startProbe(ctx context.Context, in *instance, pid uint32, wake bool) {
+	if !wake {
+		in.probe.tried = pid
+	}
 	addr := probeAddr(in.listen, in.port)
 	port := in.port
 	go func() {

@@ -126,6 +126,25 @@ func TestHungWorkerIsRestarted(t *testing.T) {
 	}
 }
 
+// A worker that starts is probed when systemd says it runs, not at the next
+// probe round: its version shows in the status at once.
+func TestNewWorkerIsProbedAtOnce(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"pid":21,"version":"v2","requests":1,"open_conns":1}`)
+	}))
+	defer srv.Close()
+	f := newFake(socketState("8086", "active", "listening", "success"), serviceState("8086", "inactive", "dead", "success", 0))
+	f.listen[SocketUnit("8086")] = srv.Listener.Addr().String()
+	h := startHarness(t, Options{ProbeInterval: time.Hour, ProbeTimeout: time.Hour}, f)
+	h.waitFor("connected", func() bool { s, _ := h.sup.Snapshot(context.Background()); return s.Connected })
+	f.sigs <- propsSignal(ServiceUnit("8086"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(21)})
+	f.sigs <- unitSignal(ServiceUnit("8086"), "active", "running")
+	h.waitFor("the new worker's version", func() bool {
+		s, _ := h.sup.Snapshot(context.Background())
+		return len(s.Instances) == 1 && s.Instances[0].Version == "v2" && s.Instances[0].Health != nil && s.Instances[0].Health.OK
+	})
+}
+
 func TestQuietWorkerIsNotProbedAgain(t *testing.T) {
 	var hits atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

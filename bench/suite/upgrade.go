@@ -162,6 +162,12 @@ func upgradeStage(ctx context.Context, e *env) ([]report.Table, error) {
 		start := runs[0].res.Start
 		lodisHow += fmt.Sprintf(" In this run the roll-out started %.2f s after the drop (settle and validation before it) and ended %.2f s later (canary soak included; roll-out %s: %s).",
 			upState.Started.Sub(start.Add(runs[0].window[0])).Seconds(), upState.Finished.Sub(upState.Started).Seconds(), upState.ID, upState.Phase)
+		soak := time.Duration(upState.CanarySoak)
+		if soak == 0 {
+			soak = rollout.DefaultCanarySoak
+		}
+		lodisHow += fmt.Sprintf(" The default canary soak alone (%s) takes the whole of the window's 5 s goal, so with the defaults the goal cannot be met; less the soak, this window was %.2f s.",
+			soak, (runs[0].window[1] - runs[0].window[0] - soak).Seconds())
 	}
 	t.Note = fmt.Sprintf(`Load: package bench/load on the host, a fixed %d requests/s round-robin over 10 ports with %d keep-alive connections (5 per port), a client that never retries (a request net/http would silently re-send on a new connection counts as failed, as it would for wrk or a proxy). Steady: from 1 s after the load starts to the start of the upgrade (%s). Window: from the start of the upgrade to the last instance healthy on the new version (for lodis, from the drop of the binary).%s Naive restart: `+"`systemctl restart lodis@P.service`"+` for the 10 ports one after another; new version = a new worker PID on `+"`/__/health`"+` (the lodis worker drains on SIGTERM, so this baseline already has lodis's drain). nginx: nginx-light serving `+"`return 200`"+` on 10 ports, started as a forking daemon in a transient scope; binary upgrade = USR2 to the master, WINCH to the old master once the new one runs, then QUIT once the old workers are gone; new version = the old master has exited. Goals (the lodis upgrade's): 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, window ≤ 5 s.
 

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -125,6 +126,29 @@ func demo(portRange, state string) error {
 		return fmt.Errorf("port %d did not answer: %w", mid, err)
 	}
 	fmt.Println(body)
+	// The supervisor probes a new worker at once; give it a moment so that
+	// the table shows the version the worker reported.
+	machine.WaitFor(ctx, 3*time.Second, func() (bool, string) {
+		out, err := m.Output(ctx, "lodis", "status", "--json")
+		if err != nil {
+			return false, err.Error()
+		}
+		var snap struct {
+			Instances []struct {
+				Port    string `json:"port"`
+				Version string `json:"version"`
+			} `json:"instances"`
+		}
+		if err := json.Unmarshal([]byte(out), &snap); err != nil {
+			return false, err.Error()
+		}
+		for _, in := range snap.Instances {
+			if in.Port == strconv.Itoa(mid) {
+				return in.Version != "", "no version yet"
+			}
+		}
+		return false, "port not listed yet"
+	})
 	if out, err := m.Output(ctx, "lodis", "status"); err == nil {
 		fmt.Printf("\n$ lodis status\n%s", out)
 	} else {
@@ -136,9 +160,12 @@ The demo machine is up (a real systemd, PID 1 of a container sharing this host's
   nsenter -t %d -a systemctl list-units 'lodis*'     look inside
   nsenter -t %d -a journalctl -u 'lodis@*' -f
   nsenter -t %d -a lodis status                         the supervisor's view
-  nsenter -t %d -a sh -c 'cp /usr/bin/lodis /var/lib/lodis/incoming/lodis'   drop a binary: validated, rolled out
+Upgrade it: build another version and drop it in (validated, then rolled out port by port;
+the same binary dropped again is a logged no-op):
+  make -B build VERSION=demo-2 && cp bin/lodis %s/var/lib/lodis/incoming/lodis
+  nsenter -t %d -a lodis releases
 Stop it with Ctrl-C here, or 'make demo-stop' from another shell.
-`, ports[0], m.Leader, m.Leader, m.Leader, m.Leader)
+`, ports[0], m.Leader, m.Leader, m.Leader, m.Root, m.Leader)
 	<-ctx.Done()
 	return nil
 }
