@@ -31,9 +31,11 @@ help:
 
 build: $(BIN)
 
+# The binary is static (CGO_ENABLED=0), as the package and the Nix build make
+# it: no dynamic loader at each worker start, no C library pages mapped in.
 $(BIN): $(GO_SOURCES)
 	@mkdir -p $(dir $@)
-	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/lodis
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/lodis
 
 # deps installs what the tests and the demo need (Debian packages), or says how.
 deps:

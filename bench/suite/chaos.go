@@ -316,7 +316,7 @@ func (e *env) supervisorRSS(ctx context.Context, ports []int) (report.Table, err
 	}
 	split := ""
 	if anon, mapped, err := e.rssSplit(ctx, pids); err == nil {
-		split = fmt.Sprintf(" Of it, %.1f MB are the supervisor's own memory (RssAnon: Go heap, stacks, runtime) and %.1f MB pages of the lodis binary and the C library mapped in (RssFile + RssShmem; the releases live on the machine's tmpfs, so their pages count as shmem), the same pages every worker maps.",
+		split = fmt.Sprintf(" Of it, %.1f MB are the supervisor's own memory (RssAnon: Go heap, stacks, runtime) and %.1f MB pages of the lodis binary mapped in (RssFile + RssShmem; the releases live on the machine's tmpfs, so their pages count as shmem), the same page-cache pages every worker maps.",
 			float64(anon)/1e6, float64(mapped)/1e6)
 	}
 	return report.Table{
