@@ -142,7 +142,7 @@ func TestWorkerSandboxMatchesTheUnit(t *testing.T) {
 	}
 	defer f.Close()
 	notSandbox := []string{"Type", "NotifyAccess", "ExecStart", "Restart", "TimeoutStopSec", "WatchdogSec",
-		"KillMode", "Environment", "User"}
+		"KillMode", "Environment", "User", "SyslogIdentifier"}
 	section := ""
 	n := 0
 	sc := bufio.NewScanner(f)
