@@ -310,15 +310,14 @@ func (e *env) supervisorRSS(ctx context.Context, ports []int) (report.Table, err
 	if len(pids) == 0 {
 		return report.Table{}, fmt.Errorf("lodis-supervisor.service runs no process")
 	}
-	rss, err := e.rss(ctx, pids)
+	// VmRSS is RssAnon + RssFile + RssShmem: read the parts, report the sum.
+	anon, mapped, err := e.rssSplit(ctx, pids)
 	if err != nil {
 		return report.Table{}, err
 	}
-	split := ""
-	if anon, mapped, err := e.rssSplit(ctx, pids); err == nil {
-		split = fmt.Sprintf(" Of it, %.1f MB are the supervisor's own memory (RssAnon: Go heap, stacks, runtime) and %.1f MB pages of the lodis binary mapped in (RssFile + RssShmem; the releases live on the machine's tmpfs, so their pages count as shmem), the same page-cache pages every worker maps.",
-			float64(anon)/1e6, float64(mapped)/1e6)
-	}
+	rss := anon + mapped
+	split := fmt.Sprintf(" Of it, %.1f MB are the supervisor's own memory (RssAnon: Go heap, stacks, runtime) and %.1f MB pages of the lodis binary mapped in (RssFile + RssShmem; the releases live on the machine's tmpfs, so their pages count as shmem), the same page-cache pages every worker maps.",
+		float64(anon)/1e6, float64(mapped)/1e6)
 	return report.Table{
 		Title:   titleSupRSS,
 		Subject: "lodis supervise",
@@ -329,7 +328,8 @@ func (e *env) supervisorRSS(ctx context.Context, ports []int) (report.Table, err
 }
 
 // rssSplit returns the anonymous and the file-backed (file and shmem)
-// resident bytes of the processes pids, from /proc/PID/status.
+// resident bytes of the processes pids, from /proc/PID/status inside the
+// machine. A process that has exited meanwhile counts for nothing.
 func (e *env) rssSplit(ctx context.Context, pids []int) (anon, mapped uint64, err error) {
 	for _, p := range pids {
 		out, err := e.m.Sh(ctx, fmt.Sprintf("f=/proc/%d/status; [ ! -e $f ] || grep -E '^Rss(Anon|File|Shmem):' $f || true", p))
