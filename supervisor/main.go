@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodis/lodis/internal/cli"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/lodis/lodis/activation"
@@ -66,7 +68,6 @@ func ParseFlags(args []string, stderr io.Writer, ext ...Extension) (*Config, err
 	for _, e := range ext {
 		e.Flags(fs)
 	}
-	fs.SetOutput(io.Discard)
 	fs.BoolVar(&c.Bus.User, "user", false, "watch the calling user's service manager instead of the system manager")
 	fs.StringVar(&c.Bus.Address, "bus", "", "D-Bus address of systemd (default: /run/systemd/private as root, else the system bus; with --user the session bus)")
 	fs.StringVar(&c.Socket, "status-socket", "", "status API unix socket (default "+DefaultSocket+", with --user $XDG_RUNTIME_DIR/lodis/supervisor.sock)")
@@ -81,16 +82,8 @@ func ParseFlags(args []string, stderr io.Writer, ext ...Extension) (*Config, err
 	fs.IntVar(&c.RingSize, "events", DefaultRingSize, "how many recent events to keep in memory")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "usage: lodis supervise [flags]")
-			fs.PrintDefaults()
-		}
+	if err := cli.Parse(fs, args, "lodis supervise [flags]", stderr); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch {
 	case c.ProbeInterval <= 0:
@@ -132,12 +125,8 @@ func ParseFlags(args []string, stderr io.Writer, ext ...Extension) (*Config, err
 // setup), 1 when the status socket cannot be opened.
 func Main(args []string, stderr io.Writer, ext ...Extension) int {
 	cfg, err := ParseFlags(args, stderr, ext...)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
-		return 2
+		return cli.Exit("lodis supervise", err, stderr)
 	}
 	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {

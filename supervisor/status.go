@@ -115,24 +115,12 @@ func StatusMain(args []string, stderr io.Writer) int {
 
 func statusMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("lodis status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "print JSON (the supervisor's /v1/instances)")
 	user := fs.Bool("user", false, "the user manager's instances")
 	socket := fs.String("status-socket", "", "the supervisor's status socket (default "+DefaultSocket+")")
 	bus := fs.String("bus", "", "D-Bus address of systemd for the fallback (default as for supervise)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "usage: lodis status [--json] [--user] [--status-socket PATH]")
-			fs.PrintDefaults()
-			return 0
-		}
-		fmt.Fprintf(stderr, "lodis status: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lodis status: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if err := cli.Parse(fs, args, "lodis status [--json] [--user] [--status-socket PATH]", stderr); err != nil {
+		return cli.Exit("lodis status", err, stderr)
 	}
 	if *socket == "" {
 		*socket = DefaultSocket

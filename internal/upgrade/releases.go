@@ -27,7 +27,6 @@ import (
 // roll-out. It only reads. -json prints the same as one JSON object.
 func Releases(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("lodis releases", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	root := fs.String("root", release.DefaultRoot, "release store directory")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if code := parse(fs, args, stderr); code != nil {

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodis/lodis/internal/cli"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/lodis/lodis/internal/buildinfo"
@@ -53,7 +55,6 @@ type Config struct {
 
 func newFlags(name string, c *Config, rollback bool) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.Root, "root", release.DefaultRoot, "release store directory")
 	fs.DurationVar(&c.CanarySoak, "canary-soak", 5*time.Second, "watch the first restarted worker this long before moving the others")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 15*time.Second, "a restarted worker must report the new release within this")
@@ -74,21 +75,8 @@ func newFlags(name string, c *Config, rollback bool) *flag.FlagSet {
 
 // parse parses args; it returns a non-nil exit code when the command must end.
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) *int {
-	code := 0
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fmt.Fprintf(stderr, "usage: %s [flags]\n", fs.Name())
-			fs.PrintDefaults()
-			return &code
-		}
-		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
-		code = 2
-		return &code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		code = 2
+	if err := cli.Parse(fs, args, fs.Name()+" [flags]", stderr); err != nil {
+		code := cli.Exit(fs.Name(), err, stderr)
 		return &code
 	}
 	return nil
