@@ -132,7 +132,12 @@ install -m 0644 "$here/lintian-overrides" "$root/usr/share/lintian/overrides/lod
   printf 'lodis (%s) unstable; urgency=medium\n\n' "$version"
   printf '  * Built from commit %s.\n' "$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
   if tag=$(git describe --tags --abbrev=0 2>/dev/null); then range="$tag..HEAD"; else range=HEAD; fi
-  { git log --no-merges --format='%s' -n 50 "$range" 2>/dev/null || true; } | cut -c1-74 | sed 's/^/  * /'
+  # Each subject wrapped at spaces (continuation lines indented), never cut
+  # inside a word.
+  { git log --no-merges --format='%s' -n 50 "$range" 2>/dev/null || true; } |
+    while IFS= read -r subject; do
+      printf '%s\n' "$subject" | fold -s -w 72 | sed 's/ *$//; 1s/^/  * /; 2,$s/^/    /'
+    done
   printf '\n -- %s  %s\n' "$DEB_MAINTAINER" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")"
 } | gzip -9n >"$doc/changelog.gz"
 
