@@ -145,13 +145,15 @@ func (s *Store) shaOfPath(p string) (string, bool) {
 	}
 	dir, file := filepath.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
-	if file != BinaryName || !isSHA(dir) {
+	if file != BinaryName || !IsSHA256(dir) {
 		return "", false
 	}
 	return dir, true
 }
 
-func isSHA(s string) bool {
+// IsSHA256 reports whether s is a release name: a sha256 in 64 lowercase hex
+// digits.
+func IsSHA256(s string) bool {
 	if len(s) != 64 {
 		return false
 	}
@@ -437,7 +439,7 @@ func (s *Store) List() (*Listing, error) {
 	seen := false
 	for _, de := range des {
 		sha := de.Name()
-		if !isSHA(sha) || !s.Has(sha) {
+		if !IsSHA256(sha) || !s.Has(sha) {
 			continue
 		}
 		e := Entry{SHA256: sha, State: "available", Path: s.releasePath(sha)}
@@ -592,7 +594,7 @@ func (s *Store) AdoptReleases() {
 	}
 	des, _ := os.ReadDir(s.releasesDir())
 	for _, de := range des {
-		if !de.IsDir() || !isSHA(de.Name()) {
+		if !de.IsDir() || !IsSHA256(de.Name()) {
 			continue
 		}
 		if fi, err := de.Info(); err == nil {

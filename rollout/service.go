@@ -273,7 +273,7 @@ func (s *Service) plan(ctx context.Context, r Request) (*State, int, error) {
 	switch {
 	case r.Kind != KindUpgrade && r.Kind != KindRollback:
 		return bad("bad kind %q: want %s or %s", r.Kind, KindUpgrade, KindRollback)
-	case !isSHA256(r.SHA256):
+	case !release.IsSHA256(r.SHA256):
 		return bad("bad sha256 %q: want the 64 hex digits of a release in the store", r.SHA256)
 	case r.CanarySoak < 0 || time.Duration(r.CanarySoak) > 10*time.Minute:
 		return bad("bad canary_soak %s: want 0 (the default, %s) up to 10m", time.Duration(r.CanarySoak), DefaultCanarySoak)
@@ -599,18 +599,6 @@ func describe(st *State) string {
 		return "unknown"
 	}
 	return fmt.Sprintf("%s (%s to %s, %s, %d of %d moved)", st.ID, st.Kind, label(st.ToVersion, st.To), st.Phase, len(st.Moved), len(st.Units))
-}
-
-func isSHA256(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // clone is a deep copy of st.
