@@ -2,6 +2,9 @@
 // output, and keeps a running count of passed, failed and skipped tests in a
 // state file; `testsum -total FILE` prints the totals as one line,
 // "tests: N passed, N failed, N skipped", the closing line of `make test`.
+// When a test fails, its own output is printed again after the package's
+// output ends, so the reason stays at the end of a long log (a package may
+// print a journal dump after its tests).
 package main
 
 import (
@@ -13,9 +16,10 @@ import (
 )
 
 type event struct {
-	Action string
-	Test   string
-	Output string
+	Action  string
+	Package string
+	Test    string
+	Output  string
 }
 
 type counts struct{ Passed, Failed, Skipped int }
@@ -38,6 +42,8 @@ func main() {
 		return
 	}
 	c := load(*state)
+	out := map[string][]string{} // output per test, until it passes
+	var failed []string          // failed tests, in order, as "package TestName"
 	sc := bufio.NewScanner(os.Stdin)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -49,18 +55,33 @@ func main() {
 		switch e.Action {
 		case "output":
 			fmt.Print(e.Output)
+			if e.Test != "" {
+				k := e.Package + " " + e.Test
+				out[k] = append(out[k], e.Output)
+			}
 		case "pass", "fail", "skip":
 			if e.Test == "" {
 				continue // package result, already in the output
 			}
+			k := e.Package + " " + e.Test
 			switch e.Action {
 			case "pass":
 				c.Passed++
 			case "fail":
 				c.Failed++
+				failed = append(failed, k)
 			case "skip":
 				c.Skipped++
 			}
+			if e.Action != "fail" {
+				delete(out, k)
+			}
+		}
+	}
+	for _, k := range failed {
+		fmt.Printf("--- output of failed test %s ---\n", k)
+		for _, l := range out[k] {
+			fmt.Print(l)
 		}
 	}
 	b, _ := json.Marshal(c)
