@@ -104,6 +104,13 @@ func (s *Systemd) Restart(ctx context.Context, unit string) error {
 // restart is only queued (the job stops the caller), and it is refused with
 // an error when this process is not the unit's main process — a supervisor
 // started by hand must not restart the unit's.
+//
+// Before restarting, the unit's start counter is reset (ResetFailedUnit on
+// the running unit): the unit's start limit (StartLimitBurst=) is there to
+// end a crash loop, and a deliberate restart onto a release is not a crash.
+// Without the reset a few roll-outs in a minute, plus a crash or two, would
+// make systemd refuse the restart and leave no supervisor running. A failed
+// reset does not keep the restart from being tried.
 func (s *Systemd) RestartSupervisor(ctx context.Context, wait bool) error {
 	name := s.Supervisor
 	if name == "" {
@@ -114,7 +121,11 @@ func (s *Systemd) RestartSupervisor(ctx context.Context, wait bool) error {
 		if err != nil || u.ActiveState != "active" {
 			return nil
 		}
-		return s.Units.TryRestartUnit(ctx, name)
+		reset := s.resetStarts(ctx, name)
+		if err := s.Units.TryRestartUnit(ctx, name); err != nil {
+			return errors.Join(err, reset)
+		}
+		return nil
 	}
 	if err != nil {
 		return err
@@ -122,11 +133,25 @@ func (s *Systemd) RestartSupervisor(ctx context.Context, wait bool) error {
 	if u.ActiveState != "active" || int(u.MainPID) != os.Getpid() {
 		return fmt.Errorf("this process (pid %d) is not the main process of %s (%s, pid %d): not restarting it", os.Getpid(), name, u.State(), u.MainPID)
 	}
+	reset := s.resetStarts(ctx, name)
 	// systemd may stop this process — cancelling ctx — before its answer
 	// to the call arrives: the call must not be cut short by that.
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	return s.Units.EnqueueRestartUnit(qctx, name)
+	if err := s.Units.EnqueueRestartUnit(qctx, name); err != nil {
+		return errors.Join(err, reset)
+	}
+	return nil
+}
+
+// resetStarts resets unit's start counter. A failure is returned for the
+// caller to report only if the restart fails too: the restart is tried
+// either way.
+func (s *Systemd) resetStarts(ctx context.Context, unit string) error {
+	if err := s.Units.ResetFailedUnit(ctx, unit); err != nil {
+		return fmt.Errorf("reset the start counter of %s first: %w", unit, err)
+	}
+	return nil
 }
 
 // HTTPStatusError is a health answer other than 200: a definite "unhealthy".

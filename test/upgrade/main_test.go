@@ -55,7 +55,7 @@ func run(tm *testing.M) (int, error) {
 	defer os.RemoveAll(dir)
 	for name, spec := range map[string]testbin.Spec{
 		"v2": {Version: "up-v2"}, "v3": {Version: "up-v3"}, "v4": {Version: "up-v4"}, "v5": {Version: "up-v5"},
-		"v6": {Version: "up-v6"}, "v7": {Version: "up-v7"},
+		"v6": {Version: "up-v6"}, "v7": {Version: "up-v7"}, "v8": {Version: "up-v8"},
 		"selftest-fails":  {Version: "up-selftest-fails", Fault: buildinfo.FaultSelftestFails},
 		"exit-at-start":   {Version: "up-exit-at-start", Fault: buildinfo.FaultExitAtStart},
 		"serve-unhealthy": {Version: "up-unhealthy", Fault: buildinfo.FaultServeUnhealthy},

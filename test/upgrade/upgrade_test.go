@@ -602,6 +602,61 @@ func TestSecondDropDuringRolloutIsSerialised(t *testing.T) {
 	}
 }
 
+// TestRolloutWithTheSupervisorAtItsStartLimit: the supervisor was started as
+// often as its unit's start limit allows (StartLimitBurst= within
+// StartLimitIntervalSec=, e.g. an operator restarting it, or a few crashes
+// and roll-outs in a minute); a roll-out still moves it onto the new
+// release, because a deliberate restart is not counted as a crash.
+func TestRolloutWithTheSupervisorAtItsStartLimit(t *testing.T) {
+	ctx := context.Background()
+	const unit = "lodis-supervisor.service"
+	burst, err := strconv.Atoi(m.Prop(ctx, unit, "StartLimitBurst"))
+	if err != nil || burst < 1 {
+		t.Fatalf("StartLimitBurst of %s: %q", unit, m.Prop(ctx, unit, "StartLimitBurst"))
+	}
+	// A fresh count, then every start the limit allows.
+	if _, err := m.Systemctl(ctx, "reset-failed", unit); err != nil {
+		t.Fatal(err)
+	}
+	for i := range burst {
+		if _, err := m.Systemctl(ctx, "restart", unit); err != nil {
+			t.Fatalf("restart %d of %d: %v (%s)", i+1, burst, err, m.State(ctx, unit))
+		}
+	}
+	t.Cleanup(func() { m.Systemctl(ctx, "reset-failed", unit) })
+	if err := machine.WaitFor(ctx, 20*time.Second, func() (bool, string) { _, err := status(ctx); return err == nil, fmt.Sprint(err) }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range nPorts {
+		mustHealth(t, port(i))
+	}
+	supBefore := supervisorPID(t)
+	runs := upgradeRuns(t)
+	drop(t, bins["v8"], 0o755)
+	awaitUpgrade(t, runs, 60*time.Second)
+	want := sha(t, "v8")
+	err = machine.WaitFor(ctx, 20*time.Second, func() (bool, string) {
+		ro := lastRollout(t)
+		return ro != nil && ro.To == want && ro.Phase.Finished(), fmt.Sprintf("roll-out %+v", ro)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ro := lastRollout(t); ro.Phase != rollout.PhaseDone {
+		t.Errorf("roll-out ended %s (%s), want done", ro.Phase, ro.Reason)
+	}
+	if s := m.State(ctx, unit); s != "active/running" {
+		t.Fatalf("%s is %s after the roll-out (result %s), want active/running", unit, s, m.Prop(ctx, unit, "Result"))
+	}
+	supAfter := supervisorPID(t)
+	if supAfter == supBefore {
+		t.Fatalf("supervisor pid %d unchanged: it was not restarted onto the new release", supAfter)
+	}
+	if got := exeSHA(t, supAfter); got != want {
+		t.Errorf("the supervisor runs %.12s, want the new release %.12s", got, want)
+	}
+}
+
 // TestWithoutSupervisorUpgradeDrivesItself: with the supervisor stopped,
 // lodis upgrade rolls the drop out by itself and says so.
 func TestWithoutSupervisorUpgradeDrivesItself(t *testing.T) {
