@@ -3,6 +3,7 @@ package suite
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -125,6 +126,15 @@ func chaosStage(ctx context.Context, e *env) ([]report.Table, error) {
 	if _, err := e.m.Systemctl(ctx, "daemon-reload"); err != nil {
 		return tables, err
 	}
+	// The workers still running were started with the chaos flag and abort
+	// by themselves; stopped, their sockets start plain ones.
+	stop := []string{"stop"}
+	for _, p := range ports {
+		stop = append(stop, serviceUnit(p))
+	}
+	if _, err := e.m.Systemctl(ctx, stop...); err != nil {
+		return tables, err
+	}
 	kill, err := e.killToServing(ctx, ports)
 	if err != nil {
 		return tables, err
@@ -176,7 +186,8 @@ func (e *env) aborts(ctx context.Context, since string, ports []int) (int, error
 func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, error) {
 	n := pick(e.quick, killSamplesQuick, killSamples)
 	var detect, serve samples
-	for i := range n {
+	gone := 0
+	for i := 0; len(serve.d) < n; i++ {
 		p := ports[i%len(ports)]
 		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
 			return report.Table{}, err
@@ -195,6 +206,12 @@ func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, err
 		}
 		start := time.Now()
 		if err := syscall.Kill(hp, syscall.SIGKILL); err != nil {
+			if errors.Is(err, syscall.ESRCH) && gone < n {
+				// It exited by itself (idle exit, a remedy) since its
+				// health answer: not a sample; take another.
+				gone++
+				continue
+			}
 			return report.Table{}, fmt.Errorf("kill worker %d (host pid %d): %w", h.PID, hp, err)
 		}
 		var pid int
