@@ -27,8 +27,12 @@ http {
 // every second, behind nginx on chaosFront.
 const chaosFirst, chaosN, chaosFront = 18270, 10, 18280
 
-// chaosConns is the number of client connections of the chaos load.
-const chaosConns = 512
+// chaosConns is the number of client connections of the chaos load, and
+// chaosTimeout how long each request may take before it counts as failed.
+const (
+	chaosConns   = 512
+	chaosTimeout = 30 * time.Second
+)
 
 func chaosPorts() []int {
 	var p []int
@@ -165,10 +169,12 @@ func TestChaosThroughNginx(t *testing.T) {
 	// keep-alive connections, one request queued behind a worker that is
 	// still starting holds up every request behind it on the client side,
 	// and on a starved machine (CPU stolen by the host) that showed as
-	// client timeouts while nginx lost nothing.
+	// client timeouts while nginx lost nothing. What is asserted is that
+	// nothing is lost: each request may take up to chaosTimeout (a loose
+	// bound; the latency figures are the benchmark's).
 	res, err := load.Run(context.Background(), load.Options{
 		Targets: []string{fmt.Sprintf("http://127.0.0.1:%d/__/time", chaosFront)}, Rate: rate, Duration: dur,
-		Conns: chaosConns, Interval: time.Second})
+		Conns: chaosConns, Timeout: chaosTimeout, Interval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
