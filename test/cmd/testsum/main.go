@@ -2,9 +2,9 @@
 // output, and keeps a running count of passed, failed and skipped tests in a
 // state file; `testsum -total FILE` prints the totals as one line,
 // "tests: N passed, N failed, N skipped", the closing line of `make test`.
-// When a test fails, its own output is printed again after the package's
-// output ends, so the reason stays at the end of a long log (a package may
-// print a journal dump after its tests).
+// When a test fails, its own output is printed again once the input ends,
+// so the reason stays at the end of a long log (a package may print a
+// journal dump after its tests).
 package main
 
 import (
