@@ -137,7 +137,7 @@ func startHarness(t *testing.T, o Options, conns ...*fakeConn) *harness {
 	return h
 }
 
-// waitFor polls cond for up to 3 s.
+// waitFor polls cond for up to 10 s.
 func (h *harness) waitFor(what string, cond func() bool) {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

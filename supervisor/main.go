@@ -12,12 +12,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lodis/lodis/internal/cli"
-
 	"github.com/sirupsen/logrus"
 
 	"github.com/lodis/lodis/activation"
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/internal/logging"
 )
 

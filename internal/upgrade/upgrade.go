@@ -20,11 +20,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lodis/lodis/internal/cli"
-
 	"github.com/sirupsen/logrus"
 
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/internal/logging"
 	"github.com/lodis/lodis/release"
 	"github.com/lodis/lodis/rollout"

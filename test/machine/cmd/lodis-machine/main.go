@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodis/lodis/supervisor"
 	"github.com/lodis/lodis/test/machine"
 )
 
@@ -133,12 +134,7 @@ func demo(portRange, state string) error {
 		if err != nil {
 			return false, err.Error()
 		}
-		var snap struct {
-			Instances []struct {
-				Port    string `json:"port"`
-				Version string `json:"version"`
-			} `json:"instances"`
-		}
+		var snap supervisor.Snapshot
 		if err := json.Unmarshal([]byte(out), &snap); err != nil {
 			return false, err.Error()
 		}
