@@ -3,8 +3,9 @@ package activation
 import (
 	"sync"
 
+	"log/slog"
+
 	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/sirupsen/logrus"
 )
 
 // Notifier sends sd_notify(3) state lines ("READY=1", "STATUS=…") to the
@@ -18,7 +19,7 @@ type Notifier interface {
 // Type=notify) every call does nothing. A failed send is logged once, not per
 // call, so a broken socket cannot flood the log.
 type SystemdNotifier struct {
-	Log  logrus.FieldLogger
+	Log  *slog.Logger // nil: failures are not logged
 	once sync.Once
 }
 
@@ -26,7 +27,7 @@ type SystemdNotifier struct {
 func (n *SystemdNotifier) Notify(state string) error {
 	_, err := daemon.SdNotify(false, state)
 	if err != nil && n.Log != nil {
-		n.once.Do(func() { n.Log.WithError(err).Warn("sd_notify failed; further failures are not logged") })
+		n.once.Do(func() { n.Log.Warn("sd_notify failed; further failures are not logged", "error", err) })
 	}
 	return err
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/sirupsen/logrus"
 )
 
 // Defaults used when the corresponding Server field is zero.
@@ -49,8 +48,10 @@ type Server struct {
 	// ConnState are Server's own.
 	HTTP *http.Server
 
-	// Log receives lifecycle events. Default: discard.
-	Log logrus.FieldLogger
+	// Log receives lifecycle events (serving, draining, drained) through the
+	// standard library's log/slog, so any logging library can take them.
+	// Default: discard.
+	Log *slog.Logger
 
 	// Notifier receives sd_notify lines. Default: a SystemdNotifier (no-op
 	// outside systemd).
@@ -112,7 +113,7 @@ func (s *Server) Serve(ctx context.Context, ls ...net.Listener) error {
 		go func() { serveErr <- hs.Serve(l) }()
 	}
 	s.notify("READY=1\nSTATUS=" + s.statusLine("serving"))
-	s.Log.WithField("listeners", addrs(ls)).Info("serving")
+	s.Log.Info("serving", "listeners", addrs(ls))
 
 	reason, err := s.run(ctx, serveErr)
 	if err != nil {
@@ -134,9 +135,7 @@ func (s *Server) defaults() {
 		s.StatusInterval = DefaultStatusInterval
 	}
 	if s.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		s.Log = l
+		s.Log = slog.New(slog.DiscardHandler)
 	}
 	if s.Notifier == nil {
 		s.Notifier = &SystemdNotifier{Log: s.Log}
@@ -300,10 +299,10 @@ func (s *Server) run(ctx context.Context, serveErr <-chan error) (stopReason, er
 func (s *Server) drain(hs *http.Server, ls []net.Listener, reason stopReason) error {
 	s.draining.Store(true)
 	start := time.Now()
-	log := s.Log.WithField("reason", string(reason))
+	log := s.Log.With("reason", string(reason))
 	s.notify("STOPPING=1\nSTATUS=" + s.statusLine("draining ("+string(reason)+")"))
 	s.closeListeners(ls)
-	log.WithField("open_conns", s.open.Load()).Info("draining")
+	log.Info("draining", "open_conns", s.open.Load())
 
 	deadline := time.NewTimer(s.DrainTimeout)
 	defer deadline.Stop()
@@ -317,12 +316,12 @@ func (s *Server) drain(hs *http.Server, ls []net.Listener, reason stopReason) er
 		case <-deadline.C:
 			n := s.open.Load()
 			hs.Close()
-			log.WithField("cut_conns", n).Warn("drain deadline reached; closing open connections")
+			log.Warn("drain deadline reached; closing open connections", "cut_conns", n)
 			return fmt.Errorf("drain deadline %s reached with %d connections open", s.DrainTimeout, n)
 		}
 	}
 	hs.Close()
-	log.WithFields(logrus.Fields{"took": time.Since(start).Round(time.Millisecond), "requests": s.requests.Load()}).Info("drained")
+	log.Info("drained", "took", time.Since(start).Round(time.Millisecond), "requests", s.requests.Load())
 	return nil
 }
 

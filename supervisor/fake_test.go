@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/godbus/dbus/v5"
 	"github.com/sirupsen/logrus"
+
+	"github.com/lodis/lodis/internal/events"
+	"github.com/lodis/lodis/internal/metrics"
+	"github.com/lodis/lodis/internal/systemd"
 )
 
 // fakeConn stands in for systemd in unit tests of the state machine: it
@@ -18,15 +21,15 @@ import (
 type fakeConn struct {
 	mu      sync.Mutex
 	calls   []string
-	units   []UnitState
+	units   []systemd.UnitState
 	listen  map[string]string
-	sigs    chan *dbus.Signal
+	sigs    chan systemd.UnitChange
 	closed  bool
 	failJob error
 }
 
-func newFake(units ...UnitState) *fakeConn {
-	return &fakeConn{units: units, listen: map[string]string{}, sigs: make(chan *dbus.Signal, 64)}
+func newFake(units ...systemd.UnitState) *fakeConn {
+	return &fakeConn{units: units, listen: map[string]string{}, sigs: make(chan systemd.UnitChange, 64)}
 }
 
 func (f *fakeConn) record(s string) error {
@@ -53,20 +56,22 @@ func (f *fakeConn) ResetFailedUnit(_ context.Context, n string) error {
 	f.record("reset-failed " + n)
 	return nil
 }
-func (f *fakeConn) UnitState(_ context.Context, n string) (UnitState, error) {
+func (f *fakeConn) UnitState(_ context.Context, n string) (systemd.UnitState, error) {
 	for _, u := range f.units {
 		if u.Name == n {
 			return u, nil
 		}
 	}
-	return UnitState{Name: n, LoadState: "not-loaded", ActiveState: "inactive", SubState: "dead"}, nil
+	return systemd.UnitState{Name: n, LoadState: "not-loaded", ActiveState: "inactive", SubState: "dead"}, nil
 }
-func (f *fakeConn) ListUnits(context.Context, ...string) ([]UnitState, error) { return f.units, nil }
+func (f *fakeConn) ListUnits(context.Context, ...string) ([]systemd.UnitState, error) {
+	return f.units, nil
+}
 func (f *fakeConn) ListenAddress(_ context.Context, s string) (string, error) {
 	return f.listen[s], nil
 }
-func (f *fakeConn) signals() <-chan *dbus.Signal { return f.sigs }
-func (f *fakeConn) where() string                { return "fake" }
+func (f *fakeConn) Changes() <-chan systemd.UnitChange { return f.sigs }
+func (f *fakeConn) Address() string                    { return "fake" }
 func (f *fakeConn) Connected() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -78,18 +83,14 @@ func (f *fakeConn) Close() {
 	f.closed = true
 }
 
-// propsSignal is the PropertiesChanged signal systemd sends for unit.
-func propsSignal(unit, iface string, props map[string]any) *dbus.Signal {
-	ch := map[string]dbus.Variant{}
-	for k, v := range props {
-		ch[k] = dbus.MakeVariant(v)
-	}
-	path := unitPathPrefix + strings.NewReplacer("@", "_40", ".", "_2e").Replace(unit)
-	return &dbus.Signal{Path: dbus.ObjectPath(path), Name: propsChanged, Body: []any{iface, ch, []string{}}}
+// propsSignal is the change a PropertiesChanged signal for unit decodes to
+// (the D-Bus interface it came on does not matter).
+func propsSignal(unit, _ string, props map[string]any) systemd.UnitChange {
+	return systemd.UnitChange{Unit: unit, Props: props}
 }
 
-func unitSignal(unit, active, sub string) *dbus.Signal {
-	return propsSignal(unit, unitIface, map[string]any{"ActiveState": active, "SubState": sub})
+func unitSignal(unit, active, sub string) systemd.UnitChange {
+	return propsSignal(unit, "org.freedesktop.systemd1.Unit", map[string]any{"ActiveState": active, "SubState": sub})
 }
 
 func quietLog() *logrus.Logger {
@@ -102,7 +103,7 @@ func quietLog() *logrus.Logger {
 type harness struct {
 	t      *testing.T
 	sup    *Supervisor
-	events *Events
+	events *events.Stream
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -120,10 +121,10 @@ func startHarness(t *testing.T, o Options, conns ...*fakeConn) *harness {
 		i++
 		return conns[i-1], nil
 	}
-	h := &harness{t: t, events: NewEvents(256, nil), done: make(chan struct{})}
+	h := &harness{t: t, events: events.New(256, nil), done: make(chan struct{})}
 	o.Events, o.Log = h.events, quietLog()
 	if o.Metrics == nil {
-		o.Metrics = NewMetrics()
+		o.Metrics = metrics.New()
 	}
 	sup, err := New(o)
 	if err != nil {
@@ -157,13 +158,13 @@ func (h *harness) describe() string {
 	return b.String()
 }
 
-func (h *harness) find(match func(Event) bool) (Event, bool) {
+func (h *harness) find(match func(events.Event) bool) (events.Event, bool) {
 	for _, e := range h.events.Since(0) {
 		if match(e) {
 			return e, true
 		}
 	}
-	return Event{}, false
+	return events.Event{}, false
 }
 
 func contains(list []string, s string) bool {

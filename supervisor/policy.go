@@ -3,6 +3,8 @@ package supervisor
 import (
 	"fmt"
 	"time"
+
+	"github.com/lodis/lodis/internal/systemd"
 )
 
 // remedy is one of the supervisor's ways of mending an instance.
@@ -35,7 +37,7 @@ func stable(activeState string) bool {
 // limit of its service, trigger limit, bind error, resources) is "failed"
 // with that Result. A worker that is inactive/dead exited when idle, which is
 // normal; a worker that is failed crashed or was killed.
-func classify(typ, from string, u UnitState) (string, remedy) {
+func classify(typ, from string, u systemd.UnitState) (string, remedy) {
 	switch {
 	case typ == "socket" && u.ActiveState == "failed":
 		return fmt.Sprintf("socket failed (%s): the port refuses connections", u.Result), remedyRecoverSocket

@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,22 +10,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/godbus/dbus/v5"
+	"github.com/lodis/lodis/internal/events"
+	"github.com/lodis/lodis/internal/systemd"
 )
 
-func socketState(port, active, sub, result string) UnitState {
-	return UnitState{Name: SocketUnit(port), LoadState: "loaded", ActiveState: active, SubState: sub, Result: result}
+func socketState(port, active, sub, result string) systemd.UnitState {
+	return systemd.UnitState{Name: systemd.SocketUnit(port), LoadState: "loaded", ActiveState: active, SubState: sub, Result: result}
 }
 
-func serviceState(port, active, sub, result string, pid uint32) UnitState {
-	return UnitState{Name: ServiceUnit(port), LoadState: "loaded", ActiveState: active, SubState: sub, Result: result, MainPID: pid}
+func serviceState(port, active, sub, result string, pid uint32) systemd.UnitState {
+	return systemd.UnitState{Name: systemd.ServiceUnit(port), LoadState: "loaded", ActiveState: active, SubState: sub, Result: result, MainPID: pid}
 }
 
 func TestFailedSocketAtStartIsRecovered(t *testing.T) {
 	f := newFake(socketState("8080", "failed", "failed", "trigger-limit-hit"), serviceState("8080", "inactive", "dead", "success", 0))
 	h := startHarness(t, Options{}, f)
 	h.waitFor("recover-socket remedy", func() bool {
-		_, ok := h.find(func(e Event) bool { return e.Action == "recover-socket" && e.Result == "done" })
+		_, ok := h.find(func(e events.Event) bool { return e.Action == "recover-socket" && e.Result == "done" })
 		return ok
 	})
 	want := []string{"reset-failed lodis@8080.service", "reset-failed lodis@8080.socket", "start lodis@8080.socket"}
@@ -39,13 +39,15 @@ func TestAdminStopIsLeftAlone(t *testing.T) {
 	f := newFake(socketState("8081", "active", "listening", "success"))
 	h := startHarness(t, Options{}, f)
 	h.waitFor("watching", func() bool {
-		_, ok := h.find(func(e Event) bool { return e.Message == "watching lodis@8081.socket" })
+		_, ok := h.find(func(e events.Event) bool { return e.Message == "watching lodis@8081.socket" })
 		return ok
 	})
-	f.sigs <- propsSignal(SocketUnit("8081"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "success"})
-	f.sigs <- unitSignal(SocketUnit("8081"), "inactive", "dead")
+	f.sigs <- propsSignal(systemd.SocketUnit("8081"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "success"})
+	f.sigs <- unitSignal(systemd.SocketUnit("8081"), "inactive", "dead")
 	h.waitFor("stop event", func() bool {
-		_, ok := h.find(func(e Event) bool { return e.To == "inactive/dead" && strings.Contains(e.Message, "left stopped") })
+		_, ok := h.find(func(e events.Event) bool {
+			return e.To == "inactive/dead" && strings.Contains(e.Message, "left stopped")
+		})
 		return ok
 	})
 	time.Sleep(100 * time.Millisecond)
@@ -57,20 +59,20 @@ func TestAdminStopIsLeftAlone(t *testing.T) {
 func TestCrashedWorkerIsResetWithBackoff(t *testing.T) {
 	f := newFake(socketState("8082", "active", "listening", "success"), serviceState("8082", "active", "running", "success", 42))
 	h := startHarness(t, Options{}, f)
-	h.waitFor("watching", func() bool { _, ok := h.find(func(e Event) bool { return e.Instance == "8082" }); return ok })
+	h.waitFor("watching", func() bool { _, ok := h.find(func(e events.Event) bool { return e.Instance == "8082" }); return ok })
 	crash := func(pid uint32) {
-		f.sigs <- propsSignal(ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
-		f.sigs <- unitSignal(ServiceUnit("8082"), "failed", "failed")
+		f.sigs <- propsSignal(systemd.ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
+		f.sigs <- unitSignal(systemd.ServiceUnit("8082"), "failed", "failed")
 	}
 	crash(42)
 	h.waitFor("first reset", func() bool { return contains(f.Calls(), "reset-failed lodis@8082.service") })
-	e, _ := h.find(func(e Event) bool { return e.To == "failed/failed" })
+	e, _ := h.find(func(e events.Event) bool { return e.To == "failed/failed" })
 	if e.From != "active/running" || e.Result != "signal" {
 		t.Errorf("failure event %+v, want from active/running, result signal", e)
 	}
 	// The second crash of a streak waits 1 s: no call right away.
-	f.sigs <- propsSignal(ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "success", "MainPID": uint32(43)})
-	f.sigs <- unitSignal(ServiceUnit("8082"), "active", "running")
+	f.sigs <- propsSignal(systemd.ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "success", "MainPID": uint32(43)})
+	f.sigs <- unitSignal(systemd.ServiceUnit("8082"), "active", "running")
 	crash(43)
 	time.Sleep(300 * time.Millisecond)
 	if n := len(f.Calls()); n != 1 {
@@ -94,7 +96,7 @@ func TestHungWorkerIsRestarted(t *testing.T) {
 	}))
 	defer srv.Close()
 	f := newFake(socketState("8083", "active", "running", "success"), serviceState("8083", "active", "running", "success", 7))
-	f.listen[SocketUnit("8083")] = srv.Listener.Addr().String()
+	f.listen[systemd.SocketUnit("8083")] = srv.Listener.Addr().String()
 	// The timeout is short enough for a quick test and long enough that a
 	// busy machine does not fail the healthy probes.
 	h := startHarness(t, Options{ProbeInterval: 50 * time.Millisecond, ProbeTimeout: 300 * time.Millisecond, ProbeFailures: 3}, f)
@@ -112,12 +114,12 @@ func TestHungWorkerIsRestarted(t *testing.T) {
 	hang.Store(true)
 	// The quiet worker is not probed again unless it served traffic: mark
 	// it busy by a new process id, then let it hang.
-	f.sigs <- propsSignal(ServiceUnit("8083"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(8)})
-	f.sigs <- unitSignal(ServiceUnit("8083"), "active", "running")
+	f.sigs <- propsSignal(systemd.ServiceUnit("8083"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(8)})
+	f.sigs <- unitSignal(systemd.ServiceUnit("8083"), "active", "running")
 	h.waitFor("restart", func() bool { return contains(f.Calls(), "restart lodis@8083.service") })
 	fails := 0
 	for _, e := range h.events.Since(before) {
-		if e.Kind == KindProbe && e.Result == "failed" {
+		if e.Kind == events.KindProbe && e.Result == "failed" {
 			fails++
 		}
 	}
@@ -134,11 +136,11 @@ func TestNewWorkerIsProbedAtOnce(t *testing.T) {
 	}))
 	defer srv.Close()
 	f := newFake(socketState("8086", "active", "listening", "success"), serviceState("8086", "inactive", "dead", "success", 0))
-	f.listen[SocketUnit("8086")] = srv.Listener.Addr().String()
+	f.listen[systemd.SocketUnit("8086")] = srv.Listener.Addr().String()
 	h := startHarness(t, Options{ProbeInterval: time.Hour, ProbeTimeout: time.Hour}, f)
 	h.waitFor("connected", func() bool { s, _ := h.sup.Snapshot(context.Background()); return s.Connected })
-	f.sigs <- propsSignal(ServiceUnit("8086"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(21)})
-	f.sigs <- unitSignal(ServiceUnit("8086"), "active", "running")
+	f.sigs <- propsSignal(systemd.ServiceUnit("8086"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(21)})
+	f.sigs <- unitSignal(systemd.ServiceUnit("8086"), "active", "running")
 	h.waitFor("the new worker's version", func() bool {
 		s, _ := h.sup.Snapshot(context.Background())
 		return len(s.Instances) == 1 && s.Instances[0].Version == "v2" && s.Instances[0].Health != nil && s.Instances[0].Health.OK
@@ -153,7 +155,7 @@ func TestQuietWorkerIsNotProbedAgain(t *testing.T) {
 	}))
 	defer srv.Close()
 	f := newFake(socketState("8084", "active", "running", "success"), serviceState("8084", "active", "running", "success", 7))
-	f.listen[SocketUnit("8084")] = srv.Listener.Addr().String()
+	f.listen[systemd.SocketUnit("8084")] = srv.Listener.Addr().String()
 	startHarness(t, Options{ProbeInterval: 20 * time.Millisecond, ProbeTimeout: 2 * time.Second}, f)
 	time.Sleep(400 * time.Millisecond)
 	// Probe 1 (new pid) and probe 2 (first saw requests=1 only… the
@@ -172,9 +174,9 @@ func TestBusLossReconnects(t *testing.T) {
 	h.waitFor("reconnection and recovery of what failed meanwhile", func() bool {
 		return contains(f2.Calls(), "start lodis@8085.socket")
 	})
-	lost, _ := h.find(func(e Event) bool { return e.Kind == KindSupervisor && e.Result == "lost" })
-	back, _ := h.find(func(e Event) bool {
-		return e.Kind == KindSupervisor && e.Result == "done" && strings.Contains(e.Message, "after an outage")
+	lost, _ := h.find(func(e events.Event) bool { return e.Kind == events.KindSupervisor && e.Result == "lost" })
+	back, _ := h.find(func(e events.Event) bool {
+		return e.Kind == events.KindSupervisor && e.Result == "done" && strings.Contains(e.Message, "after an outage")
 	})
 	if lost.Seq == 0 || back.Seq <= lost.Seq {
 		t.Errorf("want a lost event then a reconnect event:%s", h.describe())
@@ -184,7 +186,7 @@ func TestBusLossReconnects(t *testing.T) {
 func TestUnreachableBusKeepsRunning(t *testing.T) {
 	h := startHarness(t, Options{})
 	h.waitFor("a failed connect event", func() bool {
-		_, ok := h.find(func(e Event) bool { return e.Action == "connect" && e.Result == "failed" })
+		_, ok := h.find(func(e events.Event) bool { return e.Action == "connect" && e.Result == "failed" })
 		return ok
 	})
 	s, ok := h.sup.Snapshot(context.Background())
@@ -203,55 +205,11 @@ func TestNewUnitIsWatched(t *testing.T) {
 	f.mu.Lock()
 	f.units = append(f.units, socketState("9090", "active", "listening", "success"))
 	f.mu.Unlock()
-	f.sigs <- &dbus.Signal{Name: managerIface + ".UnitNew", Path: "/org/freedesktop/systemd1",
-		Body: []any{SocketUnit("9090"), dbus.ObjectPath(unitPathPrefix + "lodis_409090_2esocket")}}
+	f.sigs <- systemd.UnitChange{Unit: systemd.SocketUnit("9090"), New: true}
 	h.waitFor("the new port", func() bool {
 		s, _ := h.sup.Snapshot(context.Background())
 		return len(s.Instances) == 1 && s.Instances[0].Port == "9090" && s.Instances[0].Socket == "active/listening"
 	})
-}
-
-func TestProbeAddr(t *testing.T) {
-	for _, c := range []struct{ listen, want string }{
-		{"[::]:8080", "127.0.0.1:8080"}, {"0.0.0.0:8080", "127.0.0.1:8080"}, {"127.0.0.2:8080", "127.0.0.2:8080"},
-		{"[::1]:8080", "[::1]:8080"}, {"", "127.0.0.1:8080"}, {"8080", "127.0.0.1:8080"},
-	} {
-		if got := probeAddr(c.listen, "8080"); got != c.want {
-			t.Errorf("probeAddr(%q) = %q, want %q", c.listen, got, c.want)
-		}
-	}
-}
-
-func TestProber(t *testing.T) {
-	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, `{"pid":12,"version":"1.0"}`)
-	}))
-	defer ok.Close()
-	notJSON := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello") }))
-	defer notJSON.Close()
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
-	defer hang.Close()
-	p := NewProber(100 * time.Millisecond)
-	ctx := context.Background()
-	if h, _, err := p.Probe(ctx, ok.Listener.Addr().String()); err != nil || h.PID != 12 {
-		t.Errorf("healthy: %+v %v", h, err)
-	}
-	if _, _, err := p.Probe(ctx, notJSON.Listener.Addr().String()); err == nil {
-		t.Error("a non-JSON answer passed the probe")
-	}
-	start := time.Now()
-	if _, _, err := p.Probe(ctx, hang.Listener.Addr().String()); err == nil {
-		t.Error("a hanging worker passed the probe")
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("probe of a hanging worker took %s, want about the 100 ms timeout", d)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	if _, _, err := p.Probe(ctx, addr); err == nil {
-		t.Error("a closed port passed the probe")
-	}
 }
 
 // TestHeldWorkersAreNotMended: while a roll-out holds the worker remedies,
@@ -269,8 +227,8 @@ func TestHeldWorkersAreNotMended(t *testing.T) {
 	defer ok.Close()
 	f := newFake(socketState("8084", "active", "running", "success"), serviceState("8084", "active", "running", "success", 7),
 		socketState("8085", "active", "running", "success"), serviceState("8085", "active", "running", "success", 9))
-	f.listen[SocketUnit("8084")] = srv.Listener.Addr().String()
-	f.listen[SocketUnit("8085")] = ok.Listener.Addr().String()
+	f.listen[systemd.SocketUnit("8084")] = srv.Listener.Addr().String()
+	f.listen[systemd.SocketUnit("8085")] = ok.Listener.Addr().String()
 	// Probes of 8084 fail at once (503); a long timeout keeps a busy machine
 	// from failing those of 8085.
 	h := startHarness(t, Options{ProbeInterval: 20 * time.Millisecond, ProbeTimeout: 2 * time.Second, ProbeFailures: 2}, f)
@@ -278,17 +236,19 @@ func TestHeldWorkersAreNotMended(t *testing.T) {
 	resume := h.sup.HoldWorkers(context.Background(), "roll-out R")
 
 	h.waitFor("held restart", func() bool {
-		_, ok := h.find(func(e Event) bool { return e.Action == "restart" && e.Result == "held" && e.Instance == "8084" })
+		_, ok := h.find(func(e events.Event) bool { return e.Action == "restart" && e.Result == "held" && e.Instance == "8084" })
 		return ok
 	})
-	f.sigs <- propsSignal(ServiceUnit("8085"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
-	f.sigs <- unitSignal(ServiceUnit("8085"), "failed", "failed")
+	f.sigs <- propsSignal(systemd.ServiceUnit("8085"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
+	f.sigs <- unitSignal(systemd.ServiceUnit("8085"), "failed", "failed")
 	h.waitFor("held reset", func() bool {
-		_, ok := h.find(func(e Event) bool { return e.Action == "reset-failed" && e.Result == "held" && e.Instance == "8085" })
+		_, ok := h.find(func(e events.Event) bool {
+			return e.Action == "reset-failed" && e.Result == "held" && e.Instance == "8085"
+		})
 		return ok
 	})
-	f.sigs <- propsSignal(SocketUnit("8085"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "trigger-limit-hit"})
-	f.sigs <- unitSignal(SocketUnit("8085"), "failed", "failed")
+	f.sigs <- propsSignal(systemd.SocketUnit("8085"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "trigger-limit-hit"})
+	f.sigs <- unitSignal(systemd.SocketUnit("8085"), "failed", "failed")
 	h.waitFor("socket recovered during the hold", func() bool { return contains(f.Calls(), "start lodis@8085.socket") })
 	time.Sleep(150 * time.Millisecond) // several probe rounds
 	// Only the socket's recovery acted (it resets its service too).
@@ -308,12 +268,12 @@ func TestHeldWorkersAreNotMended(t *testing.T) {
 
 	// The socket listens again; its worker is still failed when the hold
 	// ends.
-	f.sigs <- unitSignal(SocketUnit("8085"), "active", "listening")
+	f.sigs <- unitSignal(systemd.SocketUnit("8085"), "active", "listening")
 	time.Sleep(50 * time.Millisecond)
 	n := len(f.Calls())
 	resume()
 	h.waitFor("resume event", func() bool {
-		_, ok := h.find(func(e Event) bool { return e.Action == "resume" })
+		_, ok := h.find(func(e events.Event) bool { return e.Action == "resume" })
 		return ok
 	})
 	h.waitFor("failed worker reset after the hold", func() bool {

@@ -11,10 +11,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodis/lodis/internal/events"
+	"github.com/lodis/lodis/internal/statusapi"
+
 	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
 	"github.com/lodis/lodis/bench/report"
-	"github.com/lodis/lodis/supervisor"
 )
 
 // Load of the chaos stage: two clients at once, one through nginx, one
@@ -228,7 +230,7 @@ func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, err
 		}
 		serve.add(time.Since(start), pid)
 		unit := serviceUnit(p)
-		var seen supervisor.Event
+		var seen events.Event
 		err = poll(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
 			evs, err := e.events(ctx, after)
 			if err != nil {
@@ -292,13 +294,13 @@ func (e *env) hostPID(pid int) (int, error) {
 
 // events returns the supervisor's events with a sequence number above
 // after, from its status API inside the machine.
-func (e *env) events(ctx context.Context, after uint64) ([]supervisor.Event, error) {
-	out, err := e.m.Output(ctx, "curl", "-sf", "--unix-socket", supervisor.DefaultSocket,
+func (e *env) events(ctx context.Context, after uint64) ([]events.Event, error) {
+	out, err := e.m.Output(ctx, "curl", "-sf", "--unix-socket", statusapi.DefaultSocket,
 		fmt.Sprintf("http://supervisor/v1/events?since=%d", after))
 	if err != nil {
 		return nil, fmt.Errorf("supervisor events: %w", err)
 	}
-	var evs []supervisor.Event
+	var evs []events.Event
 	if err := json.Unmarshal([]byte(out), &evs); err != nil {
 		return nil, fmt.Errorf("supervisor events: %w", err)
 	}

@@ -13,7 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/unit"
+
 	"github.com/lodis/lodis/test/machine"
+	unitfiles "github.com/lodis/lodis/units"
 )
 
 // Paths inside the machine.
@@ -173,11 +176,6 @@ func (o option) key() string {
 	return k
 }
 
-// baseKeys are the [Service] settings that make the worker run; every other
-// [Service] setting of the installed unit counts as hardening.
-var baseKeys = map[string]bool{"Type": true, "NotifyAccess": true, "ExecStart": true, "Restart": true,
-	"TimeoutStopSec": true, "WatchdogSec": true, "KillMode": true, "Environment": true}
-
 // together groups settings that only make sense with another one: the key
 // is shown and measured as part of the value's option.
 var together = map[string]string{"User": "DynamicUser", "AmbientCapabilities": "CapabilityBoundingSet",
@@ -193,31 +191,23 @@ func (e *env) readUnit() (*unitFile, error) {
 }
 
 func parseUnit(text string) (*unitFile, error) {
+	opts, err := unit.DeserializeOptions(strings.NewReader(text))
+	if err != nil {
+		return nil, fmt.Errorf("worker unit: %w", err)
+	}
 	u := &unitFile{}
-	section := ""
 	index := map[string]int{}
 	var deferred [][2]string
-	for _, l := range strings.Split(text, "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, ";") {
-			continue
-		}
-		if strings.HasPrefix(l, "[") {
-			section = l
-			continue
-		}
-		key, _, ok := strings.Cut(l, "=")
-		if !ok {
-			return nil, fmt.Errorf("worker unit: line %q is not KEY=VALUE", l)
-		}
-		switch section {
-		case "[Unit]":
+	for _, o := range opts {
+		key, l := o.Name, o.Name+"="+o.Value
+		switch o.Section {
+		case "Unit":
 			if key != "StartLimitIntervalSec" {
 				u.unit = append(u.unit, l)
 			}
-		case "[Service]":
+		case "Service":
 			switch {
-			case baseKeys[key]:
+			case !unitfiles.IsSandbox(key) && key != "User":
 				u.base = append(u.base, l)
 			case together[key] != "":
 				deferred = append(deferred, [2]string{together[key], l})
@@ -229,10 +219,10 @@ func parseUnit(text string) (*unitFile, error) {
 				u.harden = append(u.harden, option{name: l, lines: []string{l}})
 				index[key] = len(u.harden)
 			}
-		case "[Install]":
+		case "Install":
 			u.install = append(u.install, l)
 		default:
-			return nil, fmt.Errorf("worker unit: %q outside a known section", l)
+			return nil, fmt.Errorf("worker unit: %q in section [%s], which the worker unit does not have", l, o.Section)
 		}
 	}
 	for _, d := range deferred {

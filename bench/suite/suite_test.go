@@ -65,10 +65,10 @@ func TestParseUnitSplitsTheWorkerUnit(t *testing.T) {
 
 func TestParseUnitRefusesOtherUnits(t *testing.T) {
 	for _, text := range []string{
-		"[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n",         // no hardening
-		"[Service]\nExecStart=/bin/true\nUser=nobody\n",                   // User= without DynamicUser=
-		"[Service]\nExecStart=/bin/true\nPrivateTmp\n",                    // not KEY=VALUE
-		"Description=x\n[Service]\nExecStart=/bin/true\nPrivateTmp=yes\n", // outside a section
+		"[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n",      // no hardening
+		"[Service]\nExecStart=/bin/true\nUser=nobody\n",                // User= without DynamicUser=
+		"[Service]\nExecStart=/bin/true\nPrivateTmp\n",                 // not KEY=VALUE
+		"[Foo]\nX=y\n[Service]\nExecStart=/bin/true\nPrivateTmp=yes\n", // outside the known sections
 	} {
 		if _, err := parseUnit(text); err == nil {
 			t.Errorf("parseUnit accepted:\n%s", text)

@@ -13,12 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodis/lodis/internal/release"
+
 	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
 	"github.com/lodis/lodis/bench/report"
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/testbin"
-	"github.com/lodis/lodis/rollout"
 )
 
 // Load during an upgrade: the same for lodis and every baseline.
@@ -371,7 +373,7 @@ func (e *env) lodisUpgrade(ctx context.Context, bin []byte, sum string) (*upgrad
 // rolloutSince waits for the roll-out started after t to finish and returns
 // its state, from /var/lib/lodis/rollout.json.
 func (e *env) rolloutSince(ctx context.Context, t time.Time) (*rollout.State, error) {
-	store := &rollout.FileStore{Path: filepath.Join(e.m.Root, "var/lib/lodis/rollout.json")}
+	store := rollout.NewStore(release.NewStore(filepath.Join(e.m.Root, release.DefaultRoot)))
 	var st *rollout.State
 	err := poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
 		s, err := store.Load()

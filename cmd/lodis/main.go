@@ -1,5 +1,6 @@
 // Command lodis is the lodis web service suite: the socket-activated worker
-// (serve) and its tools. Each subcommand lives in its own package.
+// (serve) and its tools. Each subcommand lives in its own package under
+// internal/cmd; this is their dispatch table.
 package main
 
 import (
@@ -8,11 +9,17 @@ import (
 	"os"
 
 	"github.com/lodis/lodis/internal/buildinfo"
-	"github.com/lodis/lodis/internal/nginxconf"
-	"github.com/lodis/lodis/internal/upgrade"
-	"github.com/lodis/lodis/internal/worker"
-	"github.com/lodis/lodis/rollout"
-	"github.com/lodis/lodis/supervisor"
+	"github.com/lodis/lodis/internal/cmd/keygen"
+	"github.com/lodis/lodis/internal/cmd/nginxconfig"
+	"github.com/lodis/lodis/internal/cmd/releases"
+	"github.com/lodis/lodis/internal/cmd/rollback"
+	"github.com/lodis/lodis/internal/cmd/selftest"
+	"github.com/lodis/lodis/internal/cmd/serve"
+	"github.com/lodis/lodis/internal/cmd/sign"
+	"github.com/lodis/lodis/internal/cmd/status"
+	"github.com/lodis/lodis/internal/cmd/supervise"
+	"github.com/lodis/lodis/internal/cmd/upgrade"
+	"github.com/lodis/lodis/internal/cmd/version"
 )
 
 type command struct {
@@ -21,17 +28,17 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":        {worker.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
-	"supervise":    {supervise, "keep every lodis@PORT instance healthy through systemd's D-Bus API; drive roll-outs"},
-	"status":       {supervisor.StatusMain, "show the instances: socket, worker, pid, version, uptime, restarts, health"},
-	"nginx-config": {nginxconf.Main, "print an nginx upstream and server block over the enabled ports"},
-	"version":      {version, "print version, commit, Go version and binary sha256"},
-	"selftest":     {worker.Selftest, "serve /__/health on a loopback port, check it, exit 0 (upgrade validation)"},
+	"serve":        {serve.Main, "serve HTTP on the sockets systemd passes (or --listen)"},
+	"supervise":    {supervise.Main, "keep every lodis@PORT instance healthy through systemd's D-Bus API; drive roll-outs"},
+	"status":       {status.Main, "show the instances: socket, worker, pid, version, uptime, restarts, health"},
+	"nginx-config": {nginxconfig.Main, "print an nginx upstream and server block over the enabled ports"},
+	"version":      {version.Main, "print version, commit, Go version and binary sha256"},
+	"selftest":     {selftest.Main, "serve /__/health on a loopback port, check it, exit 0 (upgrade validation)"},
 	"upgrade":      {upgrade.Main, "validate the binary dropped in /var/lib/lodis/incoming and roll it out"},
-	"releases":     {upgrade.Releases, "list releases: active, previous, rejected with reasons"},
-	"rollback":     {upgrade.Rollback, "return every running port to the previous release"},
-	"keygen":       {upgrade.Keygen, "make an ed25519 key pair for signing releases"},
-	"sign":         {upgrade.Sign, "write the detached signature (lodis.sig) of a binary"},
+	"releases":     {releases.Main, "list releases: active, previous, rejected with reasons"},
+	"rollback":     {rollback.Main, "return every running port to the previous release"},
+	"keygen":       {keygen.Main, "make an ed25519 key pair for signing releases"},
+	"sign":         {sign.Main, "write the detached signature (lodis.sig) of a binary"},
 }
 
 var order = []string{"serve", "supervise", "status", "nginx-config", "version", "selftest", "upgrade", "releases", "rollback", "keygen", "sign"}
@@ -53,20 +60,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return c.run(args[1:], stderr)
-}
-
-// supervise is `lodis supervise` with the roll-out driver.
-func supervise(args []string, stderr io.Writer) int {
-	return supervisor.Main(args, stderr, &rollout.Service{})
-}
-
-func version(args []string, stderr io.Writer) int {
-	if len(args) > 0 {
-		fmt.Fprintf(stderr, "lodis version: unexpected argument %q\n", args[0])
-		return 2
-	}
-	fmt.Print(buildinfo.String())
-	return 0
 }
 
 func usage(w io.Writer) {

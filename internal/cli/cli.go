@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Parse parses args with fs (which should be flag.ContinueOnError). On -h or
@@ -46,3 +47,6 @@ func Dash(s string) string {
 	}
 	return s
 }
+
+// OneLine puts s on one line, for a table cell or a log summary.
+func OneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }

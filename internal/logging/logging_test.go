@@ -46,3 +46,23 @@ func TestTimestampsUnlessJournal(t *testing.T) {
 		t.Fatalf("json format: %s", buf.String())
 	}
 }
+
+func TestSlog(t *testing.T) {
+	var b bytes.Buffer
+	l, err := New(&b, "info", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Slog(l.WithField("port", "8080")).With("pid", 7)
+	s.Debug("hidden")
+	s.WithGroup("drain").Warn("draining", "open_conns", 3)
+	out := b.String()
+	for _, w := range []string{"level=warning", "msg=draining", "port=8080", "pid=7", "drain.open_conns=3"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("log lacks %q: %s", w, out)
+		}
+	}
+	if strings.Contains(out, "hidden") {
+		t.Errorf("a debug record passed an info logger: %s", out)
+	}
+}

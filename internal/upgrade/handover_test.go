@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -12,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/release"
-	"github.com/lodis/lodis/rollout"
-	"github.com/lodis/lodis/supervisor"
+	"github.com/lodis/lodis/internal/release"
+	"github.com/lodis/lodis/internal/rollout"
+	"github.com/lodis/lodis/internal/statusapi"
 )
 
 // fakeSupervisor answers the roll-out API on a unix socket as the
@@ -55,8 +56,8 @@ func startFake(t *testing.T, root string, setup func(f *fakeSupervisor)) *fakeSu
 	return f
 }
 
-func (f *fakeSupervisor) persist() *rollout.FileStore {
-	return &rollout.FileStore{Path: filepath.Join(f.root, "rollout.json")}
+func (f *fakeSupervisor) persist() *rollout.Store {
+	return rollout.NewStore(release.NewStore(f.root))
 }
 
 func (f *fakeSupervisor) post(w http.ResponseWriter, r *http.Request) {
@@ -78,7 +79,7 @@ func (f *fakeSupervisor) post(w http.ResponseWriter, r *http.Request) {
 	st := rollout.NewState(req.Kind, active, req.SHA256, time.Now())
 	f.persist().Save(st)
 	if !f.hangup {
-		supervisor.WriteJSON(w, http.StatusAccepted, st)
+		statusapi.WriteJSON(w, http.StatusAccepted, st)
 	}
 	switch {
 	case f.vanish:
@@ -90,7 +91,7 @@ func (f *fakeSupervisor) post(w http.ResponseWriter, r *http.Request) {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			unlock, err := store.LockRollouts(context.Background())
+			unlock, err := f.persist().Lock(context.Background())
 			if err != nil {
 				return
 			}
@@ -110,7 +111,7 @@ func (f *fakeSupervisor) get(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such roll-out", http.StatusNotFound)
 		return
 	}
-	supervisor.WriteJSON(w, http.StatusOK, st)
+	statusapi.WriteJSON(w, http.StatusOK, st)
 }
 
 func (f *fakeSupervisor) got() []rollout.Request {
@@ -198,7 +199,22 @@ func TestUpgradeExitStatusAndLastLine(t *testing.T) {
 	f := startFake(t, root, func(f *fakeSupervisor) { f.fail = true })
 	drop(t, root, bins.v2)
 	var stderr bytes.Buffer
-	code := Main([]string{"-root", root, "-sandbox", "none", "-settle", "50ms", "-public-key", "", "-status-socket", f.sock, "-log-format", "text"}, &stderr)
+	// As `lodis upgrade -root ROOT -sandbox none -settle 50ms -public-key ''
+	// -status-socket SOCK -log-format text` does.
+	upgrade := func() int {
+		fs := flag.NewFlagSet("lodis upgrade", flag.ContinueOnError)
+		var cfg Config
+		cfg.Flags(fs, false)
+		if err := fs.Parse([]string{"-root", root, "-sandbox", "none", "-settle", "50ms", "-public-key", "", "-status-socket", f.sock, "-log-format", "text"}); err != nil {
+			t.Fatal(err)
+		}
+		u, err := New(cfg, &stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Upgrade(context.Background())
+	}
+	code := upgrade()
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	last := lines[len(lines)-1]
 	if code != 1 || !strings.Contains(last, "rolled back: canary lodis@8080.service failed") || !strings.Contains(last, "outcome=rolled-back") {
@@ -209,7 +225,7 @@ func TestUpgradeExitStatusAndLastLine(t *testing.T) {
 	f.fail = false
 	f.mu.Unlock()
 	stderr.Reset()
-	code = Main([]string{"-root", root, "-sandbox", "none", "-settle", "50ms", "-public-key", "", "-status-socket", f.sock, "-log-format", "text"}, &stderr)
+	code = upgrade()
 	lines = strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	if last := lines[len(lines)-1]; code != 0 || !strings.Contains(last, "rolled out: every running worker is on u3") {
 		t.Fatalf("exit %d, last line %q; want 0 and the release rolled out\n%s", code, last, stderr.String())
@@ -228,10 +244,10 @@ func TestFollowSurvivesTheSupervisorsRestart(t *testing.T) {
 	log := logged(u)
 	st := rollout.NewState(rollout.KindUpgrade, "a", "b", time.Now())
 	st.Phase = rollout.PhaseSupervisor
-	fs := &rollout.FileStore{Path: filepath.Join(root, "rollout.json")}
+	fs := u.rollouts()
 	fs.Save(st)
 	done := make(chan error, 1)
-	go func() { done <- u.follow(context.Background(), st.ID) }()
+	go func() { done <- u.client().Follow(context.Background(), st.ID) }()
 	time.Sleep(600 * time.Millisecond) // nothing answers meanwhile
 	st.Phase, st.Finished = rollout.PhaseDone, time.Now()
 	fs.Save(st)

@@ -1,11 +1,12 @@
-// Package upgrade is lodis's release commands: `lodis upgrade` (take the
-// binary dropped in incoming/, validate it, have it rolled out), `lodis
-// releases`, `lodis rollback`, `lodis keygen` and `lodis sign`.
+// Package upgrade is what `lodis upgrade` and `lodis rollback` do (the
+// commands themselves are in internal/cmd): take the binary dropped in
+// incoming/, validate it, import it into the release store and have it
+// rolled out; or return to an earlier release.
 //
-// The roll-out itself is the supervisor's (rollout.Service): the commands
-// hand it over on the status socket and wait for its outcome. When no
-// supervisor answers there, they drive it themselves (rollout.Runner over
-// their own D-Bus connection), as the log says.
+// The roll-out itself is the supervisor's (rollout.Service): an Upgrader
+// hands it over on the status socket and waits for its outcome
+// (rollout.Client). When no supervisor answers there, it drives the roll-out
+// itself (rollout.Runner over its own D-Bus connection), as the log says.
 package upgrade
 
 import (
@@ -15,9 +16,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -25,9 +23,9 @@ import (
 	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/internal/logging"
-	"github.com/lodis/lodis/release"
-	"github.com/lodis/lodis/rollout"
-	"github.com/lodis/lodis/supervisor"
+	"github.com/lodis/lodis/internal/release"
+	"github.com/lodis/lodis/internal/rollout"
+	"github.com/lodis/lodis/internal/statusapi"
 )
 
 // Config is what `lodis upgrade` and `lodis rollback` are told by their flags.
@@ -52,36 +50,28 @@ type Config struct {
 	TakeOverAfter time.Duration
 }
 
-func newFlags(name string, c *Config, rollback bool) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// Flags adds the flags of `lodis upgrade`, or with rollback those of `lodis
+// rollback`, to fs; parsing them sets c.
+func (c *Config) Flags(fs *flag.FlagSet, rollback bool) {
 	fs.StringVar(&c.Root, "root", release.DefaultRoot, "release store directory")
 	fs.DurationVar(&c.CanarySoak, "canary-soak", 5*time.Second, "watch the first restarted worker this long before moving the others")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 15*time.Second, "a restarted worker must report the new release within this")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
-	fs.StringVar(&c.StatusSocket, "status-socket", supervisor.DefaultSocket, "the supervisor's status socket: roll-outs are handed to it; when nothing answers there they are driven here (\"\" = always here)")
+	fs.StringVar(&c.StatusSocket, "status-socket", statusapi.DefaultSocket, "the supervisor's status socket: roll-outs are handed to it; when nothing answers there they are driven here (\"\" = always here)")
 	if rollback {
 		fs.StringVar(&c.To, "to", "", "release to return to (sha256 or a unique prefix); default: the previous release")
-		return fs
+		return
 	}
 	fs.DurationVar(&c.Settle, "settle", time.Second, "a drop must be closed by every writer and unchanged this long before it is taken")
 	fs.DurationVar(&c.MaxWait, "max-wait", 5*time.Minute, "reject a drop still being written after this long")
 	fs.StringVar(&c.PublicKey, "public-key", release.DefaultPublicKey, "ed25519 public key; when the file exists every drop needs a valid lodis.sig (\"\" = never)")
 	fs.StringVar(&c.Sandbox, "sandbox", "systemd", "run the candidate's version and selftest under: systemd (systemd-run with the worker's hardening) or none")
 	fs.DurationVar(&c.CheckTimeout, "check-timeout", 10*time.Second, "bound on each run of the candidate during validation")
-	return fs
 }
 
-// parse parses args; it returns a non-nil exit code when the command must end.
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) *int {
-	if err := cli.Parse(fs, args, fs.Name()+" [flags]", stderr); err != nil {
-		code := cli.Exit(fs.Name(), err, stderr)
-		return &code
-	}
-	return nil
-}
-
-func (c *Config) check() error {
+// Check reports the first bad setting as a one-line error.
+func (c *Config) Check() error {
 	switch {
 	case c.Root == "":
 		return errors.New("bad -root: empty")
@@ -109,22 +99,30 @@ const (
 	RolledBack Outcome = "rolled-back" // failed during its roll-out, rolled back
 )
 
-// Main is `lodis upgrade`. It takes the upgrade lock (one upgrade at a time;
-// a second run waits), imports the installed binary as release one if need
-// be, sees to a roll-out an earlier run left unfinished, and then takes
-// drops from incoming/ until none is left: each is waited for until complete,
-// validated, and either rolled out — by the supervisor, or here when none
-// runs — or rejected. A drop that arrives while another is validated
-// supersedes it (newest wins). The last line logged says what became of the
-// last drop. The exit status is 0 when it was rolled out, was the active
-// release already, or there was none; 1 when it was rejected or rolled back.
-func Main(args []string, stderr io.Writer) int {
-	u, code := setup("lodis upgrade", args, stderr, false)
-	if u == nil {
-		return code
+// New checks cfg and returns an Upgrader that logs to stderr as cfg says.
+// The error is one line, for exit status 2.
+func New(cfg Config, stderr io.Writer) (*Upgrader, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return nil, err
+	}
+	return &Upgrader{Config: cfg, Log: log}, nil
+}
+
+// Upgrade is `lodis upgrade`. It takes the upgrade lock (one upgrade at a
+// time; a second run waits), imports the installed binary as release one if
+// need be, sees to a roll-out an earlier run left unfinished, and then takes
+// drops from incoming/ until none is left: each is waited for until
+// complete, validated, and either rolled out — by the supervisor, or here
+// when none runs — or rejected. A drop that arrives while another is
+// validated supersedes it (newest wins). The last line logged says what
+// became of the last drop. It returns the exit status: 0 when that drop was
+// rolled out, was the active release already, or there was none; 1 when it
+// was rejected or rolled back.
+func (u *Upgrader) Upgrade(ctx context.Context) int {
 	last, err := u.Run(ctx)
 	if err != nil {
 		u.Log.WithError(err).Error("upgrade failed")
@@ -140,26 +138,6 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	log.Info(u.summary)
 	return 0
-}
-
-// setup parses a command's flags and makes its Upgrader; nil and the exit
-// code when the command must end (help, or a one-line usage error).
-func setup(name string, args []string, stderr io.Writer, rollback bool) (*Upgrader, int) {
-	var cfg Config
-	fs := newFlags(name, &cfg, rollback)
-	if code := parse(fs, args, stderr); code != nil {
-		return nil, *code
-	}
-	err := cfg.check()
-	var log *logrus.Logger
-	if err == nil {
-		log, err = logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return nil, 2
-	}
-	return &Upgrader{Config: cfg, Log: log}, 0
 }
 
 // Upgrader is one run of `lodis upgrade`.
@@ -231,17 +209,16 @@ func (u *Upgrader) Run(ctx context.Context) (Outcome, error) {
 // supervisor takes such a roll-out up by itself, so when it answers this
 // waits for it; otherwise the roll-out is finished (or rolled back) here.
 func (u *Upgrader) resume(ctx context.Context) error {
-	fsStore := &rollout.FileStore{Path: filepath.Join(u.Root, "rollout.json")}
-	st, err := fsStore.Load()
+	st, err := u.rollouts().Load()
 	if err != nil || st == nil || st.Phase.Finished() {
 		return err
 	}
 	log := u.Log.WithFields(logrus.Fields{"rollout": st.ID, "phase": st.Phase})
 	if u.StatusSocket != "" {
 		var cur *rollout.State
-		if err := supervisor.NewClient(u.StatusSocket).Get(ctx, "/v1/rollout", &cur); err == nil {
+		if err := statusapi.NewClient(u.StatusSocket).Get(ctx, "/v1/rollout", &cur); err == nil {
 			log.Warn("an interrupted roll-out is pending: the supervisor takes it up; waiting for it")
-			err = u.follow(ctx, st.ID)
+			err = u.client().Follow(ctx, st.ID)
 			var rb *rollout.RolledBackError
 			if errors.As(err, &rb) {
 				return nil
@@ -313,12 +290,7 @@ func (u *Upgrader) process(ctx context.Context, d *release.Drop, takeErr error) 
 		u.summary = "drop " + buildinfo.ShortSHA(c.SHA256) + " superseded by a newer one"
 		return Superseded
 	}
-	from, _ := u.store.Release(active)
-	st := rollout.NewState(rollout.KindUpgrade, active, c.SHA256, time.Now())
-	st.ToVersion = rep.Version
-	if from != nil {
-		st.FromVersion = from.Version
-	}
+	st := u.rollouts().Plan(rollout.KindUpgrade, active, c.SHA256, time.Now())
 	err = u.rollOut(ctx, st)
 	var rb *rollout.RolledBackError
 	switch {
@@ -345,7 +317,7 @@ func (u *Upgrader) reject(log logrus.FieldLogger, d *release.Drop, c *release.Ca
 		log.WithError(err).Error("could not move the rejected drop")
 	}
 	log.WithFields(logrus.Fields{"reason": why.Error(), "moved_to": path}).Warn("drop rejected; nothing switched")
-	u.summary = "drop rejected: " + oneLine(why.Error())
+	u.summary = "drop rejected: " + cli.OneLine(why.Error())
 	return Rejected
 }
 
@@ -360,8 +332,50 @@ func (u *Upgrader) runRollout(ctx context.Context, st *rollout.State) error {
 		u.Ops, u.closer = s, s.Close
 	}
 	r := &rollout.Runner{
-		Ops: u.Ops, Releases: u.store, Persist: &rollout.FileStore{Path: filepath.Join(u.Root, "rollout.json")},
+		Ops: u.Ops, Releases: u.store, Persist: u.rollouts(),
 		CanarySoak: u.CanarySoak, HealthTimeout: u.HealthTimeout, Log: u.Log,
 	}
 	return r.Run(ctx, st)
+}
+
+// rollouts is the roll-out store beside the release store.
+func (u *Upgrader) rollouts() *rollout.Store { return rollout.NewStore(u.store) }
+
+// client hands roll-outs to the supervisor; one it stopped driving is
+// driven here.
+func (u *Upgrader) client() *rollout.Client {
+	return &rollout.Client{Socket: u.StatusSocket, Store: u.rollouts(), Log: u.Log,
+		TakeOverAfter: u.TakeOverAfter, Drive: u.runRollout}
+}
+
+// rollOut moves every running worker to st.To: it hands the roll-out to
+// the supervisor and waits for its outcome, or, when no supervisor takes
+// it, drives it here and says so in the log. The error is a
+// *rollout.RolledBackError when the roll-out was rolled back.
+func (u *Upgrader) rollOut(ctx context.Context, st *rollout.State) error {
+	if u.StatusSocket != "" {
+		req := rollout.Request{Kind: st.Kind, SHA256: st.To, CanarySoak: rollout.Duration(u.CanarySoak),
+			HealthTimeout: rollout.Duration(u.HealthTimeout)}
+		err := u.client().HandOver(ctx, st, req)
+		var no *rollout.NoSupervisorError
+		if !errors.As(err, &no) {
+			return err
+		}
+		u.Log.WithField("why", no.Why).Warn("no supervisor drives roll-outs here: driving the roll-out in this process")
+	}
+	return u.drive(ctx, st)
+}
+
+// drive runs st here, under the roll-out lock (a supervisor that starts
+// meanwhile waits for it before it takes anything up).
+func (u *Upgrader) drive(ctx context.Context, st *rollout.State) error {
+	unlock, err := u.rollouts().Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if cur, err := u.rollouts().Load(); err == nil && cur != nil && cur.ID == st.ID {
+		st = cur // whoever held the lock may have moved it on
+	}
+	return u.runRollout(ctx, st)
 }

@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -14,9 +13,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/health"
+	"github.com/lodis/lodis/internal/release"
+	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/testbin"
-	"github.com/lodis/lodis/release"
-	"github.com/lodis/lodis/rollout"
 )
 
 var bins struct{ dir, v1, v2, v3, bad string }
@@ -52,11 +52,11 @@ func TestMain(m *testing.M) {
 // rollout, and against a real systemd in test/upgrade.)
 type idle struct{}
 
-func (idle) Running(context.Context) ([]string, error)              { return nil, nil }
-func (idle) Listening(context.Context) ([]string, error)            { return nil, nil }
-func (idle) Restart(context.Context, string) error                  { return nil }
-func (idle) Health(context.Context, string) (rollout.Health, error) { return rollout.Health{}, nil }
-func (idle) RestartSupervisor(context.Context, bool) error          { return nil }
+func (idle) Running(context.Context) ([]string, error)             { return nil, nil }
+func (idle) Listening(context.Context) ([]string, error)           { return nil, nil }
+func (idle) Restart(context.Context, string) error                 { return nil }
+func (idle) Health(context.Context, string) (health.Report, error) { return health.Report{}, nil }
+func (idle) RestartSupervisor(context.Context, bool) error         { return nil }
 
 func newUpgrader(t *testing.T) (*Upgrader, string) {
 	t.Helper()
@@ -150,24 +150,20 @@ func TestNewestDropWins(t *testing.T) {
 	if err != nil || out != Activated || activeVersion(t, root) != "u3" {
 		t.Fatalf("two drops: %q, %v, active %q; want u3", out, err, activeVersion(t, root))
 	}
-	st, _ := (&rollout.FileStore{Path: filepath.Join(root, "rollout.json")}).Load()
+	st, _ := rollout.NewStore(release.NewStore(root)).Load()
 	if st == nil || st.ToVersion != "u3" || st.FromVersion != "" && st.FromVersion != "u1" {
 		t.Fatalf("last roll-out %+v, want one from u1 to u3", st)
 	}
 }
 
-func TestReleasesAndRollbackCommands(t *testing.T) {
+func TestRollback(t *testing.T) {
 	u, root := newUpgrader(t)
 	drop(t, root, bins.v2)
 	if _, err := u.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	if err := printReleases(&b, root, false); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "u2") || !strings.Contains(b.String(), "active") || !strings.Contains(b.String(), "previous") {
-		t.Fatalf("lodis releases:\n%s", b.String())
+	if l, err := release.NewStore(root).List(); err != nil || l.Previous != fileSHA(t, bins.v1) || activeVersion(t, root) != "u2" {
+		t.Fatalf("after the upgrade: %+v %v; want u2 active and release one previous", l, err)
 	}
 	if err := u.Rollback(context.Background()); err != nil {
 		t.Fatal(err)
@@ -181,53 +177,13 @@ func TestReleasesAndRollbackCommands(t *testing.T) {
 	}
 }
 
-func TestBadInput(t *testing.T) {
-	_, root := newUpgrader(t)
-	for _, tc := range []struct {
-		name string
-		run  func([]string, io.Writer) int
-		args []string
-		code int
-		want string
-	}{
-		{"upgrade unknown flag", Main, []string{"-bogus"}, 2, "flag provided but not defined: -bogus"},
-		{"upgrade bad sandbox", Main, []string{"-sandbox", "docker"}, 2, `bad -sandbox "docker": want systemd or none`},
-		{"upgrade negative settle", Main, []string{"-settle", "-1s"}, 2, "bad -settle -1s"},
-		{"upgrade extra argument", Main, []string{"now"}, 2, `unexpected argument "now"`},
-		{"upgrade bad log level", Main, []string{"-log-level", "loud"}, 2, `bad log level "loud"`},
-		{"upgrade unreadable key", Main, []string{"-root", root, "-public-key", writeTemp(t, "not a key")}, 1, "not an ed25519 public key"},
-		{"releases bad root", Releases, []string{"-root", filepath.Join(root, "nope")}, 1, "lodis releases: read"},
-		{"rollback with no previous", Rollback, []string{"-root", root}, 1, "no previous release to return to"},
-		{"rollback to an unknown release", Rollback, []string{"-root", root, "-to", "ffff"}, 1, `bad -to "ffff": no release in the store starts with it`},
-		{"sign without a binary", Sign, nil, 2, "want exactly one BINARY"},
-		{"sign with a bad key", Sign, []string{"-key", writeTemp(t, "nope"), bins.v1}, 1, `not a PEM "PRIVATE KEY"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			code := tc.run(tc.args, &stderr)
-			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
-				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tc.code, tc.want)
-			}
-			if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); tc.code == 2 && n > 0 {
-				t.Fatalf("usage error takes %d lines, want one: %q", n+1, stderr.String())
-			}
-		})
-	}
-	// Nothing was changed by any of the bad inputs.
-	if des, _ := os.ReadDir(filepath.Join(root, "releases")); len(des) > 1 {
-		t.Fatalf("bad input changed the store: %v", des)
-	}
-}
-
-func TestKeygenSignAndVerifiedDrop(t *testing.T) {
+func TestVerifiedDrop(t *testing.T) {
 	dir := t.TempDir()
-	var stderr bytes.Buffer
-	if code := Keygen([]string{"-dir", dir}, &stderr); code != 0 {
-		t.Fatalf("keygen: %d %s", code, stderr.String())
+	priv, pub, err := release.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if code := Keygen([]string{"-dir", dir}, &stderr); code != 1 || !strings.Contains(stderr.String(), "not overwriting a key") {
-		t.Fatalf("second keygen: %d %s; want a refusal to overwrite", code, stderr.String())
-	}
+	os.WriteFile(filepath.Join(dir, "upgrade.pub"), pub, 0o644)
 	u, root := newUpgrader(t)
 	u.PublicKey = filepath.Join(dir, "upgrade.pub")
 
@@ -235,12 +191,15 @@ func TestKeygenSignAndVerifiedDrop(t *testing.T) {
 	if out, _ := u.Run(context.Background()); out != Rejected {
 		t.Fatalf("unsigned drop with a key configured: %q, want rejected", out)
 	}
-	sig := filepath.Join(dir, "lodis.sig")
-	if code := Sign([]string{"-key", filepath.Join(dir, "upgrade.key"), "-o", sig, bins.v2}, &stderr); code != 0 {
-		t.Fatalf("sign: %d %s", code, stderr.String())
+	key, err := release.ParsePrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(sig)
-	os.WriteFile(filepath.Join(root, "incoming", "lodis.sig"), b, 0o644)
+	sig, err := release.SignFile(bins.v2, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "incoming", "lodis.sig"), sig, 0o644)
 	drop(t, root, bins.v2)
 	if out, err := u.Run(context.Background()); out != Activated {
 		t.Fatalf("signed drop: %q, %v; want activated", out, err)
@@ -254,10 +213,4 @@ func fileSHA(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func writeTemp(t *testing.T, content string) string {
-	p := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(p, []byte(content), 0o600)
-	return p
 }

@@ -11,26 +11,12 @@ import (
 	"time"
 
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/health"
 )
-
-// Health is the JSON body of /__/health. The supervisor and the upgrade
-// roll-out read it: SHA256 tells which release a worker runs.
-type Health struct {
-	Status        string  `json:"status"` // always "ok" when answered
-	PID           int     `json:"pid"`
-	Version       string  `json:"version"`
-	Commit        string  `json:"commit"`
-	SHA256        string  `json:"sha256"`
-	Port          string  `json:"port"`
-	UptimeSeconds float64 `json:"uptime_seconds"`
-	Requests      uint64  `json:"requests"`
-	OpenConns     int64   `json:"open_conns"`
-	Started       string  `json:"started"`
-}
 
 // Info is the JSON body of /__/info: Health plus how this worker is configured.
 type Info struct {
-	Health
+	health.Report
 	GoVersion       string   `json:"go_version"`
 	Listeners       []string `json:"listeners"`
 	SocketActivated bool     `json:"socket_activated"`
@@ -54,7 +40,7 @@ func (h *handlers) mux() http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /{$}", h.index)
 	m.HandleFunc("GET /__/time", h.time)
-	m.HandleFunc("GET /__/health", h.health)
+	m.HandleFunc("GET "+health.Path, h.health)
 	m.HandleFunc("GET /__/info", h.info)
 	return m
 }
@@ -82,13 +68,13 @@ func (h *handlers) time(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, time.Now().UTC().Format(time.RFC3339Nano))
 }
 
-func (h *handlers) snapshot() Health {
+func (h *handlers) snapshot() health.Report {
 	open, req := h.stats()
 	sum, err := buildinfo.SHA256()
 	if err != nil {
 		sum = ""
 	}
-	return Health{
+	return health.Report{
 		Status: "ok", PID: os.Getpid(), Version: buildinfo.Version, Commit: buildinfo.Commit,
 		SHA256: sum, Port: h.port, UptimeSeconds: time.Since(h.started).Seconds(),
 		Requests: req, OpenConns: open, Started: h.started.UTC().Format(time.RFC3339Nano),
@@ -111,7 +97,7 @@ func (h *handlers) health(w http.ResponseWriter, r *http.Request) {
 
 func (h *handlers) info(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, Info{
-		Health: h.snapshot(), GoVersion: runtime.Version(), Listeners: h.listeners,
+		Report: h.snapshot(), GoVersion: runtime.Version(), Listeners: h.listeners,
 		SocketActivated: h.activated, IdleTimeout: h.cfg.IdleTimeout.String(),
 		DrainTimeout: h.cfg.DrainTimeout.String(), ChaosAbortRate: h.cfg.ChaosAbortRate, UID: os.Getuid(),
 	})

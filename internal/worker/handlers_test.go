@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lodis/lodis/internal/health"
 )
 
 func testHandlers() *handlers {
@@ -48,7 +50,7 @@ func TestEndpoints(t *testing.T) {
 func TestHealthJSON(t *testing.T) {
 	rec := httptest.NewRecorder()
 	testHandlers().mux().ServeHTTP(rec, httptest.NewRequest("GET", "/__/health", nil))
-	var h Health
+	var h health.Report
 	if err := json.Unmarshal(rec.Body.Bytes(), &h); err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +71,5 @@ func TestHangHealthHook(t *testing.T) {
 	c.Timeout = 20 * time.Second // the time endpoint must answer, however busy the machine
 	if resp, err := c.Get(srv.URL + "/__/time"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("time endpoint with the hang hook: %v", err)
-	}
-}
-
-func TestParseFlags(t *testing.T) {
-	c, err := ParseFlags([]string{"--idle-timeout", "0", "--port", "9000"}, nil)
-	if err != nil || c.IdleTimeout != 0 || c.Port != "9000" || c.DrainTimeout != 10*time.Second {
-		t.Fatalf("ParseFlags = %+v, %v", c, err)
-	}
-	for _, bad := range [][]string{{"--idle-timeout", "-1s"}, {"--drain-timeout", "0"}, {"--chaos-abort-rate", "-0.1"}, {"extra"}} {
-		if _, err := ParseFlags(bad, nil); err == nil {
-			t.Errorf("ParseFlags(%q) accepted", bad)
-		}
 	}
 }

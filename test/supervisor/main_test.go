@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/supervisor"
+	event "github.com/lodis/lodis/internal/events"
+	"github.com/lodis/lodis/internal/statusapi"
+
 	"github.com/lodis/lodis/test/machine"
 )
 
@@ -75,8 +77,8 @@ func setup(ctx context.Context) error {
 }
 
 // statusJSON runs `lodis status --json` inside the machine.
-func statusJSON(ctx context.Context) (supervisor.Snapshot, error) {
-	var s supervisor.Snapshot
+func statusJSON(ctx context.Context) (statusapi.Snapshot, error) {
+	var s statusapi.Snapshot
 	out, err := m.Output(ctx, "lodis", "status", "--json")
 	if err != nil {
 		return s, err
@@ -85,29 +87,29 @@ func statusJSON(ctx context.Context) (supervisor.Snapshot, error) {
 	return s, err
 }
 
-func instance(s supervisor.Snapshot, port int) (supervisor.InstanceStatus, bool) {
+func instance(s statusapi.Snapshot, port int) (statusapi.InstanceStatus, bool) {
 	for _, in := range s.Instances {
 		if in.Port == strconv.Itoa(port) {
 			return in, true
 		}
 	}
-	return supervisor.InstanceStatus{}, false
+	return statusapi.InstanceStatus{}, false
 }
 
 // events returns the supervisor's events about port (all when port is 0)
 // with Seq > after.
-func events(t testing.TB, port int, after uint64) []supervisor.Event {
+func events(t testing.TB, port int, after uint64) []event.Event {
 	t.Helper()
-	out, err := m.Output(context.Background(), "curl", "-sf", "--unix-socket", supervisor.DefaultSocket,
+	out, err := m.Output(context.Background(), "curl", "-sf", "--unix-socket", statusapi.DefaultSocket,
 		fmt.Sprintf("http://supervisor/v1/events?since=%d", after))
 	if err != nil {
 		t.Fatalf("read events: %v", err)
 	}
-	var all []supervisor.Event
+	var all []event.Event
 	if err := json.Unmarshal([]byte(out), &all); err != nil {
 		t.Fatalf("decode events: %v: %s", err, out)
 	}
-	var ev []supervisor.Event
+	var ev []event.Event
 	for _, e := range all {
 		if port == 0 || e.Instance == strconv.Itoa(port) {
 			ev = append(ev, e)
@@ -125,9 +127,9 @@ func lastSeq(t testing.TB) uint64 {
 }
 
 // waitEvent waits until an event about port after seq satisfies match.
-func waitEvent(t testing.TB, port int, after uint64, timeout time.Duration, what string, match func(supervisor.Event) bool) supervisor.Event {
+func waitEvent(t testing.TB, port int, after uint64, timeout time.Duration, what string, match func(event.Event) bool) event.Event {
 	t.Helper()
-	var found supervisor.Event
+	var found event.Event
 	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
 		ev := events(t, port, after)
 		for _, e := range ev {
@@ -144,7 +146,7 @@ func waitEvent(t testing.TB, port int, after uint64, timeout time.Duration, what
 	return found
 }
 
-func describe(ev []supervisor.Event) string {
+func describe(ev []event.Event) string {
 	var b strings.Builder
 	for _, e := range ev {
 		fmt.Fprintf(&b, "\n  #%d %s %s %s→%s %s %s: %s", e.Seq, e.Kind, e.Unit, e.From, e.To, e.Action, e.Result, e.Message)

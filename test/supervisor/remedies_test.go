@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/supervisor"
+	event "github.com/lodis/lodis/internal/events"
+	"github.com/lodis/lodis/internal/statusapi"
+	"github.com/lodis/lodis/internal/systemd"
+
 	"github.com/lodis/lodis/test/machine"
 )
 
@@ -37,12 +40,12 @@ func TestKillWorker(t *testing.T) {
 		t.Fatalf("port %d did not answer within 1 s of the kill: %v", port, err)
 	}
 	t.Logf("answered by pid %d %s after the kill", newPID, time.Since(killed).Round(time.Millisecond))
-	unit := supervisor.ServiceUnit(strconv.Itoa(port))
-	waitEvent(t, port, after, 3*time.Second, "failure event", func(e supervisor.Event) bool {
-		return e.Kind == supervisor.KindState && e.Unit == unit && e.To == "failed/failed" && e.Result == "signal"
+	unit := systemd.ServiceUnit(strconv.Itoa(port))
+	waitEvent(t, port, after, 3*time.Second, "failure event", func(e event.Event) bool {
+		return e.Kind == event.KindState && e.Unit == unit && e.To == "failed/failed" && e.Result == "signal"
 	})
-	waitEvent(t, port, after, 3*time.Second, "reset-failed remedy", func(e supervisor.Event) bool {
-		return e.Kind == supervisor.KindRemedy && e.Action == "reset-failed" && e.Result == "done"
+	waitEvent(t, port, after, 3*time.Second, "reset-failed remedy", func(e event.Event) bool {
+		return e.Kind == event.KindRemedy && e.Action == "reset-failed" && e.Result == "done"
 	})
 	s, err := statusJSON(ctx)
 	if err != nil {
@@ -67,7 +70,7 @@ func TestFailedSocketRecovered(t *testing.T) {
 		t.Fatalf("port %d does not answer: %v", port, err)
 	}
 	after := lastSeq(t)
-	svc, sock := supervisor.ServiceUnit(strconv.Itoa(port)), supervisor.SocketUnit(strconv.Itoa(port))
+	svc, sock := systemd.ServiceUnit(strconv.Itoa(port)), systemd.SocketUnit(strconv.Itoa(port))
 	var stormEnd time.Time
 	for i := 0; i < 10; i++ {
 		if _, err := m.Systemctl(ctx, "restart", svc); err != nil {
@@ -89,11 +92,11 @@ func TestFailedSocketRecovered(t *testing.T) {
 		t.Fatalf("port %d did not answer within 2 s of its socket failing: %v", port, err)
 	}
 	t.Logf("port answered %s after the socket failed", time.Since(stormEnd).Round(time.Millisecond))
-	waitEvent(t, port, after, 2*time.Second, "socket failure event", func(e supervisor.Event) bool {
+	waitEvent(t, port, after, 2*time.Second, "socket failure event", func(e event.Event) bool {
 		return e.Unit == sock && e.To == "failed/failed" && e.Result == "service-start-limit-hit"
 	})
-	waitEvent(t, port, after, 2*time.Second, "recover-socket remedy", func(e supervisor.Event) bool {
-		return e.Kind == supervisor.KindRemedy && e.Action == "recover-socket" && e.Result == "done"
+	waitEvent(t, port, after, 2*time.Second, "recover-socket remedy", func(e event.Event) bool {
+		return e.Kind == event.KindRemedy && e.Action == "recover-socket" && e.Result == "done"
 	})
 	if st := m.State(ctx, sock); !strings.HasPrefix(st, "active/") {
 		t.Errorf("%s is %s after recovery, want active", sock, st)
@@ -110,17 +113,17 @@ func TestHungWorkerRestarted(t *testing.T) {
 	if _, err := machine.Client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err != nil {
 		t.Fatalf("port %d does not answer /: %v", port, err)
 	}
-	svc := supervisor.ServiceUnit(strconv.Itoa(port))
+	svc := systemd.ServiceUnit(strconv.Itoa(port))
 	pid := mainPID(ctx, svc)
 	if pid == 0 {
 		t.Fatalf("%s has no main pid after a request", svc)
 	}
 	start := time.Now()
-	waitEvent(t, port, after, 10*time.Second, "probe 3 of 3 failing", func(e supervisor.Event) bool {
-		return e.Kind == supervisor.KindProbe && strings.HasPrefix(e.Message, "health probe 3 of 3 failed")
+	waitEvent(t, port, after, 10*time.Second, "probe 3 of 3 failing", func(e event.Event) bool {
+		return e.Kind == event.KindProbe && strings.HasPrefix(e.Message, "health probe 3 of 3 failed")
 	})
-	r := waitEvent(t, port, after, 20*time.Second, "restart remedy", func(e supervisor.Event) bool {
-		return e.Kind == supervisor.KindRemedy && e.Action == "restart"
+	r := waitEvent(t, port, after, 20*time.Second, "restart remedy", func(e event.Event) bool {
+		return e.Kind == event.KindRemedy && e.Action == "restart"
 	})
 	if r.Result != "done" {
 		t.Fatalf("restart of the hung worker: %s: %s", r.Result, r.Message)
@@ -130,7 +133,7 @@ func TestHungWorkerRestarted(t *testing.T) {
 		t.Errorf("after the restart %s has main pid %d, was %d: want a new process", svc, np, pid)
 	}
 	// Stop the next hung worker from being restarted while the test cleans up.
-	m.Systemctl(ctx, "stop", supervisor.SocketUnit(strconv.Itoa(port)))
+	m.Systemctl(ctx, "stop", systemd.SocketUnit(strconv.Itoa(port)))
 }
 
 // systemctl stop of a socket by hand is respected: it stays stopped and the
@@ -143,11 +146,11 @@ func TestAdminStopRespected(t *testing.T) {
 		t.Fatalf("port %d does not answer: %v", port, err)
 	}
 	after := lastSeq(t)
-	sock := supervisor.SocketUnit(strconv.Itoa(port))
+	sock := systemd.SocketUnit(strconv.Itoa(port))
 	if _, err := m.Systemctl(ctx, "stop", sock); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(t, port, after, 3*time.Second, "stop event", func(e supervisor.Event) bool {
+	waitEvent(t, port, after, 3*time.Second, "stop event", func(e event.Event) bool {
 		return e.Unit == sock && e.To == "inactive/dead"
 	})
 	// Several probe intervals and backoff steps: time for any wrong remedy.
@@ -159,8 +162,8 @@ func TestAdminStopRespected(t *testing.T) {
 		t.Errorf("port %d accepts connections after systemctl stop of its socket", port)
 	}
 	for _, e := range events(t, port, after) {
-		if e.Kind == supervisor.KindRemedy {
-			t.Errorf("remedy after an administrator's stop: %s", describe([]supervisor.Event{e}))
+		if e.Kind == event.KindRemedy {
+			t.Errorf("remedy after an administrator's stop: %s", describe([]event.Event{e}))
 		}
 	}
 	s, _ := statusJSON(ctx)
@@ -184,7 +187,7 @@ func TestSupervisorKilled(t *testing.T) {
 	if _, err := m.Output(ctx, "kill", "-9", strconv.Itoa(sup)); err != nil {
 		t.Fatal(err)
 	}
-	var s supervisor.Snapshot
+	var s statusapi.Snapshot
 	err = machine.WaitFor(ctx, 10*time.Second, func() (bool, string) {
 		var err error
 		s, err = statusJSON(ctx)

@@ -15,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	rel "github.com/lodis/lodis/internal/cmd/releases"
+	"github.com/lodis/lodis/internal/events"
+	"github.com/lodis/lodis/internal/release"
+	"github.com/lodis/lodis/internal/statusapi"
+
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/testbin"
-	upg "github.com/lodis/lodis/internal/upgrade"
-	"github.com/lodis/lodis/rollout"
-	"github.com/lodis/lodis/supervisor"
 	"github.com/lodis/lodis/test/machine"
 )
 
@@ -113,8 +116,8 @@ ExecStart=/var/lib/lodis/current supervise --probe-interval 500ms --probe-timeou
 `
 
 // status is `lodis status --json` inside the machine.
-func status(ctx context.Context) (supervisor.Snapshot, error) {
-	var s supervisor.Snapshot
+func status(ctx context.Context) (statusapi.Snapshot, error) {
+	var s statusapi.Snapshot
 	out, err := m.Output(ctx, "lodis", "status", "--json")
 	if err != nil {
 		return s, err
@@ -145,7 +148,7 @@ func exeSHA(t testing.TB, pid int) string {
 // persisted is the roll-out in rollout.json, read from the host side.
 func persisted(t testing.TB) *rollout.State {
 	t.Helper()
-	st, err := (&rollout.FileStore{Path: filepath.Join(m.Root, rollout.DefaultStatePath)}).Load()
+	st, err := rollout.NewStore(release.NewStore(filepath.Join(m.Root, release.DefaultRoot))).Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,13 +156,13 @@ func persisted(t testing.TB) *rollout.State {
 }
 
 // supervisorEvents are the events in the running supervisor's ring.
-func supervisorEvents(t testing.TB) []supervisor.Event {
+func supervisorEvents(t testing.TB) []events.Event {
 	t.Helper()
-	out, err := m.Output(context.Background(), "curl", "-sf", "--unix-socket", supervisor.DefaultSocket, "http://supervisor/v1/events")
+	out, err := m.Output(context.Background(), "curl", "-sf", "--unix-socket", statusapi.DefaultSocket, "http://supervisor/v1/events")
 	if err != nil {
 		t.Fatalf("read events: %v", err)
 	}
-	var ev []supervisor.Event
+	var ev []events.Event
 	if err := json.Unmarshal([]byte(out), &ev); err != nil {
 		t.Fatalf("decode events: %v: %s", err, out)
 	}
@@ -167,13 +170,13 @@ func supervisorEvents(t testing.TB) []supervisor.Event {
 }
 
 // releases is `lodis releases -json` inside the machine.
-func releases(t testing.TB) upg.Report {
+func releases(t testing.TB) rel.Report {
 	t.Helper()
 	out, err := m.Output(context.Background(), "lodis", "releases", "-json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r upg.Report
+	var r rel.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("lodis releases -json: %v: %s", err, out)
 	}

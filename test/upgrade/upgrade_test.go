@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lodis/lodis/internal/statusapi"
+
 	"github.com/lodis/lodis/bench/load"
-	"github.com/lodis/lodis/release"
-	"github.com/lodis/lodis/rollout"
-	"github.com/lodis/lodis/supervisor"
+	"github.com/lodis/lodis/internal/release"
+	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/test/machine"
 )
 
@@ -557,7 +558,7 @@ func TestSecondDropDuringRolloutIsSerialised(t *testing.T) {
 	})
 	// Straight to the API: busy.
 	prev := releases(t).Previous
-	out, _ := m.Output(ctx, "curl", "-s", "-o", "/dev/stderr", "-w", "%{http_code}", "--unix-socket", supervisor.DefaultSocket,
+	out, _ := m.Output(ctx, "curl", "-s", "-o", "/dev/stderr", "-w", "%{http_code}", "--unix-socket", statusapi.DefaultSocket,
 		"-H", "Content-Type: application/json", "-d", fmt.Sprintf(`{"kind":"rollback","sha256":"%s"}`, prev), "http://supervisor/v1/rollout")
 	if !strings.HasSuffix(strings.TrimSpace(out), "409") || !strings.Contains(out, "a roll-out is under way: "+first.ID) {
 		t.Errorf("POST /v1/rollout during a roll-out answered %q, want 409 naming %s", out, first.ID)

@@ -17,7 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lodis/lodis/supervisor"
+	"github.com/lodis/lodis/internal/statusapi"
+
 	"github.com/lodis/lodis/test/machine"
 )
 
@@ -134,7 +135,7 @@ func demo(portRange, state string) error {
 		if err != nil {
 			return false, err.Error()
 		}
-		var snap supervisor.Snapshot
+		var snap statusapi.Snapshot
 		if err := json.Unmarshal([]byte(out), &snap); err != nil {
 			return false, err.Error()
 		}
