@@ -106,7 +106,7 @@ nix-vendor-hash:
 
 bin/lodis-machine: $(GO_SOURCES)
 	@mkdir -p bin
-	$(GO) build -o $@ ./test/machine/cmd/lodis-machine
+	$(GO) build -o $@ ./test/cmd/lodis-machine
 
 bin/lodis-bench: $(GO_SOURCES)
 	@mkdir -p bin

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lodis/lodis/internal/events"
 	"github.com/lodis/lodis/internal/statusapi"
+	"github.com/lodis/lodis/internal/testenv"
 
 	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
@@ -194,7 +195,7 @@ func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, err
 		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
 			return report.Table{}, err
 		}
-		h, err := healthOf(ctx, p)
+		h, err := testenv.Health(ctx, p)
 		if err != nil {
 			return report.Table{}, err
 		}
@@ -217,8 +218,8 @@ func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, err
 			return report.Table{}, fmt.Errorf("kill worker %d (host pid %d): %w", h.PID, hp, err)
 		}
 		var pid int
-		err = poll(ctx, 10*time.Second, 2*time.Millisecond, func() (bool, string) {
-			h2, err := healthOf(ctx, p)
+		err = testenv.Poll(ctx, 10*time.Second, 2*time.Millisecond, func() (bool, string) {
+			h2, err := testenv.Health(ctx, p)
 			if err != nil {
 				return false, err.Error()
 			}
@@ -231,7 +232,7 @@ func (e *env) killToServing(ctx context.Context, ports []int) (report.Table, err
 		serve.add(time.Since(start), pid)
 		unit := serviceUnit(p)
 		var seen events.Event
-		err = poll(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		err = testenv.Poll(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
 			evs, err := e.events(ctx, after)
 			if err != nil {
 				return false, err.Error()

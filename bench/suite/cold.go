@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lodis/lodis/bench/report"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // settle is the pause after stopping a worker and before the next sample,
@@ -170,7 +171,7 @@ func (e *env) coldSample(ctx context.Context, port int) (time.Duration, int, err
 	if err != nil {
 		return 0, 0, err
 	}
-	h, err := healthOf(ctx, port)
+	h, err := testenv.Health(ctx, port)
 	if err != nil {
 		return 0, 0, fmt.Errorf("health after a cold start: %w", err)
 	}

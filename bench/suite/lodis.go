@@ -15,7 +15,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 	unitfiles "github.com/lodis/lodis/units"
 )
 
@@ -70,22 +70,9 @@ func (e *env) writeUnits(ctx context.Context, files map[string]string) error {
 	return err
 }
 
-// health is the part of a worker's /__/health the benchmark reads.
-type health struct {
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	SHA256  string `json:"sha256"`
-}
-
-func healthOf(ctx context.Context, port int) (health, error) {
-	var h health
-	err := machine.GetJSON(ctx, fmt.Sprintf("http://127.0.0.1:%d/__/health", port), &h)
-	return h, err
-}
-
 // waitServing waits until port answers path with 200, for at most timeout.
 func waitServing(ctx context.Context, port int, path string, timeout time.Duration) error {
-	return machine.WaitFor(ctx, timeout, func() (bool, string) {
+	return testenv.WaitFor(ctx, timeout, func() (bool, string) {
 		d, err := firstResponse(ctx, port, path)
 		if err != nil {
 			return false, err.Error()
@@ -367,25 +354,3 @@ func (e *env) journal(ctx context.Context, unit string) string {
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// poll calls cond every interval until it returns true or timeout passes;
-// the error then carries cond's last description of what it saw. It is
-// machine.WaitFor with a finer interval, for windows measured in
-// milliseconds.
-func poll(ctx context.Context, timeout, interval time.Duration, cond func() (bool, string)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, desc := cond()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %s", timeout, desc)
-		case <-t.C:
-		}
-	}
-}

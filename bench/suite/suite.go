@@ -1,5 +1,5 @@
 // Package suite is `make bench`: it boots one throwaway real systemd
-// (package test/machine), installs lodis in it the way an operator would,
+// (package internal/testenv), installs lodis in it the way an operator would,
 // runs the benchmark stages one after another against lodis and its
 // baselines (bare net/http, nginx, a naive systemctl restart), and writes
 // one markdown report with SVG plots in which every figure stands next to
@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/lodis/lodis/bench/report"
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // Options configure Run. The zero value runs the full benchmark from the
@@ -136,7 +136,7 @@ func Run(ctx context.Context, o Options) (string, error) {
 
 func (o Options) normalized() (Options, error) {
 	if o.Repo == "" {
-		r, err := machine.RepoRoot()
+		r, err := testenv.RepoRoot()
 		if err != nil {
 			return o, err
 		}
@@ -160,7 +160,7 @@ func (o Options) normalized() (Options, error) {
 // env is what every stage works with: the machine, the plan and what is
 // installed in it.
 type env struct {
-	m     *machine.Machine
+	m     *testenv.Machine
 	quick bool
 	plan  plan
 	repo  string
@@ -191,7 +191,7 @@ const setupEstimate = 10 * time.Second
 // setup builds what the stages need on the host, boots the machine, installs
 // lodis, the bare net/http server and the nginx config directory in it.
 func setup(ctx context.Context, o Options) (*env, error) {
-	if err := machine.Check(); err != nil {
+	if err := testenv.Check(); err != nil {
 		return nil, err
 	}
 	if _, err := exec.LookPath("nginx"); err != nil {
@@ -215,7 +215,7 @@ func setup(ctx context.Context, o Options) (*env, error) {
 		return e, fmt.Errorf("build bench-hello: %w: %s", err, out)
 	}
 	e.others = otherMachines()
-	e.m, err = machine.Boot(ctx, machine.Options{Name: "lodis-bench"})
+	e.m, err = testenv.Boot(ctx, testenv.Options{Name: "lodis-bench"})
 	if err != nil {
 		return e, fmt.Errorf("boot the machine: %w", err)
 	}

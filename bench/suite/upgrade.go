@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodis/lodis/internal/health"
 	"github.com/lodis/lodis/internal/release"
 
 	"github.com/lodis/lodis/bench/load"
@@ -20,7 +21,7 @@ import (
 	"github.com/lodis/lodis/bench/report"
 	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/internal/rollout"
-	"github.com/lodis/lodis/internal/testbin"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // Load during an upgrade: the same for lodis and every baseline.
@@ -244,7 +245,7 @@ func (e *env) naiveRestart(ctx context.Context) (*upgradeRun, error) {
 		if err := waitServing(ctx, p, "/__/time", 10*time.Second); err != nil {
 			return nil, err
 		}
-		h, err := healthOf(ctx, p)
+		h, err := testenv.Health(ctx, p)
 		if err != nil {
 			return nil, err
 		}
@@ -256,15 +257,15 @@ func (e *env) naiveRestart(ctx context.Context) (*upgradeRun, error) {
 				return err
 			}
 		}
-		return e.waitAll(ctx, ports, func(h health, p int) bool { return h.PID != old[p] })
+		return e.waitAll(ctx, ports, func(h health.Report, p int) bool { return h.PID != old[p] })
 	})
 }
 
 // waitAll waits until every port's /__/health satisfies ok.
-func (e *env) waitAll(ctx context.Context, ports []int, ok func(h health, port int) bool) error {
+func (e *env) waitAll(ctx context.Context, ports []int, ok func(h health.Report, port int) bool) error {
 	for _, p := range ports {
-		err := poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
-			h, err := healthOf(ctx, p)
+		err := testenv.Poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+			h, err := testenv.Health(ctx, p)
 			if err != nil {
 				return false, err.Error()
 			}
@@ -299,7 +300,7 @@ func (e *env) nginxUpgrade(ctx context.Context) (*upgradeRun, error) {
 			return err
 		}
 		var cur int
-		err := poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+		err := testenv.Poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
 			cur = ng.pidFile(ctx, e, "nginx.pid")
 			return cur != 0 && cur != old && ng.pidFile(ctx, e, "nginx.pid.oldbin") == old, fmt.Sprintf("nginx.pid %d, old master %d", cur, old)
 		})
@@ -309,7 +310,7 @@ func (e *env) nginxUpgrade(ctx context.Context) (*upgradeRun, error) {
 		if err := e.signal(ctx, old, syscall.SIGWINCH); err != nil {
 			return err
 		}
-		err = poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+		err = testenv.Poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
 			// The new master is a child of the old one too.
 			out, _ := e.m.Output(ctx, "pgrep", "-P", fmt.Sprint(old))
 			var left []string
@@ -326,7 +327,7 @@ func (e *env) nginxUpgrade(ctx context.Context) (*upgradeRun, error) {
 		if err := e.signal(ctx, old, syscall.SIGQUIT); err != nil {
 			return err
 		}
-		err = poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+		err = testenv.Poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
 			return !e.alive(ctx, old), fmt.Sprintf("old master %d still running", old)
 		})
 		if err != nil {
@@ -358,7 +359,7 @@ func (e *env) lodisUpgrade(ctx context.Context, bin []byte, sum string) (*upgrad
 		if err := e.drop(bin); err != nil {
 			return err
 		}
-		if err := e.waitAll(ctx, ports, func(h health, _ int) bool { return h.SHA256 == sum }); err != nil {
+		if err := e.waitAll(ctx, ports, func(h health.Report, _ int) bool { return h.SHA256 == sum }); err != nil {
 			return fmt.Errorf("%w; lodis-upgrade:\n%s", err, e.journal(ctx, "lodis-upgrade.service"))
 		}
 		return nil
@@ -375,7 +376,7 @@ func (e *env) lodisUpgrade(ctx context.Context, bin []byte, sum string) (*upgrad
 func (e *env) rolloutSince(ctx context.Context, t time.Time) (*rollout.State, error) {
 	store := rollout.NewStore(release.NewStore(filepath.Join(e.m.Root, release.DefaultRoot)))
 	var st *rollout.State
-	err := poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
+	err := testenv.Poll(ctx, healthyBound, 5*time.Millisecond, func() (bool, string) {
 		s, err := store.Load()
 		if err != nil || s == nil {
 			return false, fmt.Sprintf("rollout.json: %v", err)
@@ -401,7 +402,7 @@ func (e *env) lodisRollback(ctx context.Context, bin []byte) (*upgradeRun, *roll
 	if err := e.warm(ctx, ports); err != nil {
 		return nil, nil, err
 	}
-	before, err := healthOf(ctx, ports[0])
+	before, err := testenv.Health(ctx, ports[0])
 	if err != nil {
 		return nil, nil, err
 	}
@@ -418,7 +419,7 @@ func (e *env) lodisRollback(ctx context.Context, bin []byte) (*upgradeRun, *roll
 		if st.Phase != rollout.PhaseRolledBack {
 			return fmt.Errorf("the unhealthy binary was not rolled back: roll-out %s ended %s (%s)", st.ID, st.Phase, st.Reason)
 		}
-		return e.waitAll(ctx, ports, func(h health, _ int) bool { return h.SHA256 == before.SHA256 })
+		return e.waitAll(ctx, ports, func(h health.Report, _ int) bool { return h.SHA256 == before.SHA256 })
 	})
 	return r, st, err
 }
@@ -466,8 +467,8 @@ func buildVariants(repo, dir string) func() (*variants, error) {
 	go func() {
 		v := &variants{}
 		var err error
-		if v.good, v.goodSum, err = buildVariant(repo, dir, testbin.Spec{Version: "bench-next"}); err == nil {
-			v.bad, _, err = buildVariant(repo, dir, testbin.Spec{Version: "bench-unhealthy", Fault: buildinfo.FaultServeUnhealthy})
+		if v.good, v.goodSum, err = buildVariant(repo, dir, testenv.Spec{Version: "bench-next"}); err == nil {
+			v.bad, _, err = buildVariant(repo, dir, testenv.Spec{Version: "bench-unhealthy", Fault: buildinfo.FaultServeUnhealthy})
 		}
 		c <- out{v, err}
 	}()
@@ -481,8 +482,8 @@ func buildVariants(repo, dir string) func() (*variants, error) {
 
 // buildVariant builds lodis from repo as s says and returns the binary and
 // its sha256.
-func buildVariant(repo, dir string, s testbin.Spec) ([]byte, string, error) {
-	path, err := testbin.Build(repo, dir, s)
+func buildVariant(repo, dir string, s testenv.Spec) ([]byte, string, error) {
+	path, err := testenv.Build(repo, dir, s)
 	if err != nil {
 		return nil, "", err
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/internal/testbin"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // bins are real lodis binaries built once for this package's tests.
@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 }
 
 func setup(m *testing.M) (int, error) {
-	repo, err := testbin.RepoRoot()
+	repo, err := testenv.RepoRoot()
 	if err != nil {
 		return 1, err
 	}
@@ -45,14 +45,14 @@ func setup(m *testing.M) (int, error) {
 	}
 	for _, b := range []struct {
 		dst  *string
-		spec testbin.Spec
+		spec testenv.Spec
 	}{
-		{&bins.good, testbin.Spec{Version: "t-good"}},
-		{&bins.selftestFails, testbin.Spec{Version: "t-selftest-fails", Fault: "selftest-fails"}},
-		{&bins.exitNow, testbin.Spec{Version: "t-exit", Fault: "exit-at-start"}},
-		{&bins.arm64, testbin.Spec{Version: "t-arm64", GOARCH: "arm64"}},
+		{&bins.good, testenv.Spec{Version: "t-good"}},
+		{&bins.selftestFails, testenv.Spec{Version: "t-selftest-fails", Fault: "selftest-fails"}},
+		{&bins.exitNow, testenv.Spec{Version: "t-exit", Fault: "exit-at-start"}},
+		{&bins.arm64, testenv.Spec{Version: "t-arm64", GOARCH: "arm64"}},
 	} {
-		if *b.dst, err = testbin.Build(repo, bins.dir, b.spec); err != nil {
+		if *b.dst, err = testenv.Build(repo, bins.dir, b.spec); err != nil {
 			return 1, err
 		}
 	}

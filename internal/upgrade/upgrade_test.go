@@ -16,26 +16,26 @@ import (
 	"github.com/lodis/lodis/internal/health"
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/rollout"
-	"github.com/lodis/lodis/internal/testbin"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 var bins struct{ dir, v1, v2, v3, bad string }
 
 func TestMain(m *testing.M) {
 	code := 1
-	repo, err := testbin.RepoRoot()
+	repo, err := testenv.RepoRoot()
 	if err == nil {
 		bins.dir, err = os.MkdirTemp("", "lodis-upgrade-test-")
 	}
 	for _, b := range []struct {
 		dst  *string
-		spec testbin.Spec
+		spec testenv.Spec
 	}{
-		{&bins.v1, testbin.Spec{Version: "u1"}}, {&bins.v2, testbin.Spec{Version: "u2"}},
-		{&bins.v3, testbin.Spec{Version: "u3"}}, {&bins.bad, testbin.Spec{Version: "u-bad", Fault: "selftest-fails"}},
+		{&bins.v1, testenv.Spec{Version: "u1"}}, {&bins.v2, testenv.Spec{Version: "u2"}},
+		{&bins.v3, testenv.Spec{Version: "u3"}}, {&bins.bad, testenv.Spec{Version: "u-bad", Fault: "selftest-fails"}},
 	} {
 		if err == nil {
-			*b.dst, err = testbin.Build(repo, bins.dir, b.spec)
+			*b.dst, err = testenv.Build(repo, bins.dir, b.spec)
 		}
 	}
 	if err != nil {

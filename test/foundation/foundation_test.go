@@ -13,15 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
-
-type health struct {
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	SHA256  string `json:"sha256"`
-	Port    string `json:"port"`
-}
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -42,12 +35,6 @@ func enable(t *testing.T, ctx context.Context, ports ...int) {
 		args[0], args[1] = "disable", "--now"
 		m.Systemctl(context.Background(), args...)
 	})
-}
-
-func healthOf(ctx context.Context, port int) (health, error) {
-	var h health
-	err := machine.GetJSON(ctx, fmt.Sprintf("http://127.0.0.1:%d/__/health", port), &h)
-	return h, err
 }
 
 // workers counts the lodis worker processes serving port inside the machine.
@@ -89,7 +76,7 @@ func TestActivationStartsOneWorker(t *testing.T) {
 		}
 	}
 	// One plain first request.
-	h, err := healthOf(ctx, ports[0])
+	h, err := testenv.Health(ctx, ports[0])
 	if err != nil {
 		t.Fatalf("first request to %d: %v", ports[0], err)
 	}
@@ -107,7 +94,7 @@ func TestActivationStartsOneWorker(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h, err := healthOf(ctx, ports[1])
+			h, err := testenv.Health(ctx, ports[1])
 			if err != nil {
 				errs <- err
 				return
@@ -144,11 +131,11 @@ func TestIdleExit(t *testing.T) {
 	unit := fmt.Sprintf("lodis@%d.service", port)
 	dropIn(t, ctx, unit, "idle", "[Service]\nExecStart=\nExecStart=/var/lib/lodis/current serve --port %i --idle-timeout 1s\n")
 	enable(t, ctx, port)
-	first, err := healthOf(ctx, port)
+	first, err := testenv.Health(ctx, port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = machine.WaitFor(ctx, 15*time.Second, func() (bool, string) {
+	err = testenv.WaitFor(ctx, 15*time.Second, func() (bool, string) {
 		s := m.State(ctx, unit)
 		return s == "inactive/dead", "worker state " + s
 	})
@@ -161,7 +148,7 @@ func TestIdleExit(t *testing.T) {
 	if s := m.State(ctx, fmt.Sprintf("lodis@%d.socket", port)); s != "active/listening" {
 		t.Fatalf("socket after idle exit: %s", s)
 	}
-	second, err := healthOf(ctx, port)
+	second, err := testenv.Health(ctx, port)
 	if err != nil {
 		t.Fatalf("port did not answer after idle exit: %v", err)
 	}
@@ -269,7 +256,7 @@ func TestStormsLeaveTheSocketListening(t *testing.T) {
 	start := time.Now()
 	kills := 0
 	for i := 0; i < 40; i++ {
-		if _, err := healthOf(ctx, port); err != nil {
+		if _, err := testenv.Health(ctx, port); err != nil {
 			t.Logf("request %d during the kill storm: %v", i, err)
 		}
 		if _, err := m.Systemctl(ctx, "kill", "--signal=SIGKILL", unit); err == nil {
@@ -289,7 +276,7 @@ func TestStormsLeaveTheSocketListening(t *testing.T) {
 	if s := m.State(ctx, sock); s == "failed/failed" || !strings.HasPrefix(s, "active/") {
 		t.Fatalf("socket after the storms: %s (Result=%s)", s, m.Prop(ctx, sock, "Result"))
 	}
-	if _, err := healthOf(ctx, port); err != nil {
+	if _, err := testenv.Health(ctx, port); err != nil {
 		t.Fatalf("port does not answer after the storms: %v", err)
 	}
 }
@@ -335,7 +322,7 @@ func TestMalformedRequest(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	port := 18150
 	enable(t, ctx, port)
-	if _, err := healthOf(ctx, port); err != nil {
+	if _, err := testenv.Health(ctx, port); err != nil {
 		t.Fatal(err)
 	}
 	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
@@ -349,7 +336,7 @@ func TestMalformedRequest(t *testing.T) {
 	if !strings.HasPrefix(line, "HTTP/1.1 400") {
 		t.Fatalf("malformed request answered %q, want 400", line)
 	}
-	if _, err := healthOf(ctx, port); err != nil {
+	if _, err := testenv.Health(ctx, port); err != nil {
 		t.Fatalf("worker stopped serving after a malformed request: %v", err)
 	}
 }

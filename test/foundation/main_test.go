@@ -5,37 +5,18 @@ package foundation
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
-	"time"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
-var m *machine.Machine
+var m *testenv.Machine
 
 func TestMain(tm *testing.M) {
-	os.Exit(run(tm))
-}
-
-func run(tm *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var err error
-	m, err = machine.Boot(ctx, machine.Options{Name: "lodis-foundation"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: boot a real systemd:", err)
-		return 1
-	}
-	defer m.Close()
-	repo, err := machine.RepoRoot()
-	if err == nil {
-		err = m.InstallLodis(ctx, repo)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: install lodis:", err)
-		return 1
-	}
-	return tm.Run()
+	os.Exit(testenv.Main(tm, testenv.Suite{Machine: testenv.Options{Name: "lodis-foundation"}},
+		func(_ context.Context, mc *testenv.Machine) error {
+			m = mc
+			return nil
+		}))
 }

@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 var repo string
@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	var err error
-	if repo, err = machine.RepoRoot(); err != nil {
+	if repo, err = testenv.RepoRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "test/nixos:", err)
 		os.Exit(1)
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/health"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 const (
@@ -82,16 +84,13 @@ func sh(ctx context.Context, t *testing.T, script string) string {
 	return strings.TrimSpace(out)
 }
 
-type health struct {
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	Port    string `json:"port"`
-}
-
-func getHealth(ctx context.Context, port string) (health, error) {
-	var h health
-	err := machine.GetJSON(ctx, "http://127.0.0.1:"+port+"/__/health", &h)
-	return h, err
+// getHealth is testenv.Health for a port written as a string.
+func getHealth(ctx context.Context, port string) (health.Report, error) {
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return health.Report{}, fmt.Errorf("port %q: %w", port, err)
+	}
+	return testenv.Health(ctx, p)
 }
 
 // refused reports whether a connection to the port is refused.
@@ -140,7 +139,7 @@ func startLoad(port string) *load {
 				return
 			case <-time.After(5 * time.Millisecond):
 			}
-			resp, err := machine.Client.Get("http://127.0.0.1:" + port + "/")
+			resp, err := testenv.Client.Get("http://127.0.0.1:" + port + "/")
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
@@ -294,7 +293,7 @@ func TestDebLifecycle(t *testing.T) {
 		}
 		// The next worker runs the new binary.
 		sh(ctx, t, "systemctl restart lodis@"+port1+".service")
-		if err := machine.WaitFor(ctx, 10*time.Second, func() (bool, string) {
+		if err := testenv.WaitFor(ctx, 10*time.Second, func() (bool, string) {
 			h, err := getHealth(ctx, port1)
 			return err == nil && h.Version == newVersion, fmt.Sprintf("health %+v, %v", h, err)
 		}); err != nil {
@@ -323,13 +322,13 @@ func TestDebLifecycle(t *testing.T) {
 		if err := os.Rename(filepath.Join(mach.Root, tmp), filepath.Join(mach.Root, "/var/lib/lodis/incoming/lodis")); err != nil {
 			t.Fatal(err)
 		}
-		err = machine.WaitFor(ctx, 90*time.Second, func() (bool, string) {
+		err = testenv.WaitFor(ctx, 90*time.Second, func() (bool, string) {
 			h, err := getHealth(ctx, port1)
 			return err == nil && h.Version == dropVersion, fmt.Sprintf("health %+v, %v", h, err)
 		})
 		if err == nil {
 			// The run ends after the canary has been watched.
-			err = machine.WaitFor(ctx, 60*time.Second, func() (bool, string) {
+			err = testenv.WaitFor(ctx, 60*time.Second, func() (bool, string) {
 				s := mach.Prop(ctx, "lodis-upgrade.service", "ActiveState") + "/" + mach.Prop(ctx, "lodis-upgrade.service", "Result")
 				return s == "inactive/success", "lodis-upgrade.service " + s
 			})
@@ -351,7 +350,7 @@ func TestDebLifecycle(t *testing.T) {
 			if n := sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | grep -c 'roll-out handed to the supervisor' || true"); n != "1" {
 				t.Errorf("the roll-out was not handed to the supervisor (%s times):\n%s", n, sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | tail -n 20"))
 			}
-			err := machine.WaitFor(ctx, 20*time.Second, func() (bool, string) {
+			err := testenv.WaitFor(ctx, 20*time.Second, func() (bool, string) {
 				out, err := mach.Output(ctx, "lodis", "status", "--json")
 				var s struct{ Version string }
 				if err == nil {

@@ -15,36 +15,36 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 var (
 	repo    string           // the source tree
 	deb     string           // the package `make deb` built
 	version string           // its Debian version
-	mach    *machine.Machine // one throwaway systemd for the package's tests
+	mach    *testenv.Machine // one throwaway systemd for the package's tests
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
+func TestMain(m *testing.M) {
 	if err := setup(); err != nil {
 		fmt.Fprintln(os.Stderr, "test/packaging:", err)
-		if mach != nil {
-			mach.Close()
-		}
-		return 1
+		os.Exit(1)
 	}
-	defer mach.Close()
-	return m.Run()
+	// The package installs lodis; the machine starts without it.
+	os.Exit(testenv.Main(m, testenv.Suite{Machine: testenv.Options{Name: "lodis-pkg"}, NoInstall: true},
+		func(_ context.Context, mc *testenv.Machine) error {
+			mach = mc
+			return nil
+		}))
 }
 
+// setup builds the package the tests install, before the machine boots.
 func setup() error {
 	if err := checkTools(); err != nil {
 		return err
 	}
 	var err error
-	if repo, err = machine.RepoRoot(); err != nil {
+	if repo, err = testenv.RepoRoot(); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "lodis-deb-")
@@ -56,16 +56,13 @@ func setup() error {
 	if deb, err = makeDeb(ctx, dir); err != nil {
 		return err
 	}
-	if version, err = debField(deb, "Version"); err != nil {
-		return err
-	}
-	mach, err = machine.Boot(ctx, machine.Options{Name: "lodis-pkg"})
+	version, err = debField(deb, "Version")
 	return err
 }
 
 // checkTools says how to install what the tests need.
 func checkTools() error {
-	if err := machine.Check(); err != nil {
+	if err := testenv.Check(); err != nil {
 		return err
 	}
 	for tool, pkg := range map[string]string{"dpkg-deb": "dpkg", "lintian": "lintian", "apt-get": "apt", "make": "make"} {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // runIn runs argv in the machine and returns its exit code, stdout and stderr.
@@ -108,7 +108,7 @@ func TestBadInput(t *testing.T) {
 			"--on-event", "/etc/lodis-test/fail.sh")
 		transient(t, "lodis-test-record", "--status-socket", "/run/lodis-test-record/s.sock",
 			"--on-event", "/etc/lodis-test/record.sh")
-		err := machine.WaitFor(ctx, 8*time.Second, func() (bool, string) {
+		err := testenv.WaitFor(ctx, 8*time.Second, func() (bool, string) {
 			h, f := journal("lodis-test-hang"), journal("lodis-test-fail")
 			return strings.Contains(h, "killed after 1s") && strings.Contains(f, "exit status 3"),
 				"hang unit:\n" + h + "\nfail unit:\n" + f
@@ -127,7 +127,7 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("%s does not answer after its hook failed: exit %d\n%s%s", name, code, out, stderr)
 			}
 		}
-		err = machine.WaitFor(ctx, 5*time.Second, func() (bool, string) {
+		err = testenv.WaitFor(ctx, 5*time.Second, func() (bool, string) {
 			out, _ := m.Output(ctx, "cat", "/run/lodis-test-record/events")
 			return strings.Contains(out, "LODIS_EVENT_KIND=supervisor") && strings.Contains(out, "LODIS_EVENT_SEQ=1\n"), out
 		})

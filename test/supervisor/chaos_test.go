@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/lodis/lodis/bench/load"
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 const nginxConf = `worker_processes 1;
@@ -96,8 +96,8 @@ func startNginx(tb testing.TB, front int, want []int) {
 	}
 	tb.Cleanup(func() { m.Systemctl(ctx, "stop", "lodis-test-nginx.service") })
 	url := fmt.Sprintf("http://127.0.0.1:%d/__/time", front)
-	if err := machine.WaitFor(ctx, 10*time.Second, func() (bool, string) {
-		resp, err := machine.Client.Get(url)
+	if err := testenv.WaitFor(ctx, 10*time.Second, func() (bool, string) {
+		resp, err := testenv.Client.Get(url)
 		if err != nil {
 			return false, err.Error()
 		}

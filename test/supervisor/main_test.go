@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -18,10 +17,10 @@ import (
 	event "github.com/lodis/lodis/internal/events"
 	"github.com/lodis/lodis/internal/statusapi"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
-var m *machine.Machine
+var m *testenv.Machine
 
 // Fast probing for the tests: a hung worker is found in about 2 s.
 const supervisorDropIn = `[Service]
@@ -30,47 +29,18 @@ ExecStart=/var/lib/lodis/current supervise --probe-interval 500ms --probe-timeou
 `
 
 func TestMain(mm *testing.M) {
-	os.Exit(run(mm))
+	os.Exit(testenv.Main(mm, testenv.Suite{Machine: testenv.Options{Name: "lodis-sup-test"}}, setup))
 }
 
-func run(mm *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	var err error
-	m, err = machine.Boot(ctx, machine.Options{Name: "lodis-sup-test"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/supervisor: cannot boot a test systemd:", err)
-		return 1
-	}
-	defer m.Close()
-	if err := setup(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "test/supervisor: setup:", err, "(console:", m.LogPath()+")")
-		return 1
-	}
-	code := mm.Run()
-	if code != 0 {
-		// What the supervisor and systemd said, for the post-mortem.
-		out, err := m.Output(ctx, "journalctl", "--no-pager", "-o", "short-precise", "-n", "400")
-		fmt.Fprintf(os.Stderr, "--- journal of the test machine (last 400 lines) ---\n%s\n%v\n", out, err)
-	}
-	return code
-}
-
-func setup(ctx context.Context) error {
-	repo, err := machine.RepoRoot()
-	if err != nil {
-		return err
-	}
-	if err := m.InstallLodis(ctx, repo); err != nil {
-		return err
-	}
+func setup(ctx context.Context, mc *testenv.Machine) error {
+	m = mc
 	if err := m.WriteFile("/etc/systemd/system/lodis-supervisor.service.d/test.conf", []byte(supervisorDropIn), 0o644); err != nil {
 		return err
 	}
 	if _, err := m.Sh(ctx, "systemctl daemon-reload && systemctl enable --now lodis-supervisor.service"); err != nil {
 		return err
 	}
-	return machine.WaitFor(ctx, 10*time.Second, func() (bool, string) {
+	return testenv.WaitFor(ctx, 10*time.Second, func() (bool, string) {
 		_, err := statusJSON(ctx)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -130,7 +100,7 @@ func lastSeq(t testing.TB) uint64 {
 func waitEvent(t testing.TB, port int, after uint64, timeout time.Duration, what string, match func(event.Event) bool) event.Event {
 	t.Helper()
 	var found event.Event
-	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
+	err := testenv.WaitFor(context.Background(), timeout, func() (bool, string) {
 		ev := events(t, port, after)
 		for _, e := range ev {
 			if match(e) {
@@ -181,25 +151,13 @@ func enable(t *testing.T, port int, dropIn string) {
 	})
 }
 
-// get sends one request to the port on loopback; it reports the worker pid
-// from /__/health.
+// health sends one request to the port's /__/health on loopback, waiting at
+// most timeout; it reports the worker's pid.
 func health(port int, timeout time.Duration) (int, error) {
-	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/__/health", port))
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var h struct {
-		PID int `json:"pid"`
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("status %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		return 0, err
-	}
-	return h.PID, nil
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	h, err := testenv.Health(ctx, port)
+	return h.PID, err
 }
 
 // refuses reports whether a TCP connect to the port is refused.
@@ -210,9 +168,4 @@ func refuses(port int) bool {
 	}
 	c.Close()
 	return false
-}
-
-func mainPID(ctx context.Context, unit string) int {
-	n, _ := strconv.Atoi(m.Prop(ctx, unit, "MainPID"))
-	return n
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/lodis/lodis/internal/statusapi"
 	"github.com/lodis/lodis/internal/systemd"
 
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // A worker killed with SIGKILL: the supervisor records the failure and
@@ -31,7 +31,7 @@ func TestKillWorker(t *testing.T) {
 	}
 	killed := time.Now()
 	var newPID int
-	err = machine.WaitFor(ctx, time.Second, func() (bool, string) {
+	err = testenv.WaitFor(ctx, time.Second, func() (bool, string) {
 		p, err := health(port, 900*time.Millisecond)
 		newPID = p
 		return err == nil && p != pid, fmt.Sprintf("pid %d, err %v", p, err)
@@ -84,7 +84,7 @@ func TestFailedSocketRecovered(t *testing.T) {
 	if stormEnd.IsZero() {
 		t.Fatal("10 restarts did not hit StartLimitBurst=3")
 	}
-	err := machine.WaitFor(ctx, 2*time.Second, func() (bool, string) {
+	err := testenv.WaitFor(ctx, 2*time.Second, func() (bool, string) {
 		_, err := health(port, time.Second)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -110,11 +110,11 @@ func TestHungWorkerRestarted(t *testing.T) {
 	ctx := context.Background()
 	enable(t, port, "[Service]\nExecStart=\nExecStart=/var/lib/lodis/current serve --port %i --test-hang-health\n")
 	after := lastSeq(t)
-	if _, err := machine.Client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err != nil {
+	if _, err := testenv.Client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err != nil {
 		t.Fatalf("port %d does not answer /: %v", port, err)
 	}
 	svc := systemd.ServiceUnit(strconv.Itoa(port))
-	pid := mainPID(ctx, svc)
+	pid := m.MainPID(ctx, svc)
 	if pid == 0 {
 		t.Fatalf("%s has no main pid after a request", svc)
 	}
@@ -129,7 +129,7 @@ func TestHungWorkerRestarted(t *testing.T) {
 		t.Fatalf("restart of the hung worker: %s: %s", r.Result, r.Message)
 	}
 	t.Logf("hung worker restarted %s after it started", time.Since(start).Round(time.Millisecond))
-	if np := mainPID(ctx, svc); np == pid || np == 0 {
+	if np := m.MainPID(ctx, svc); np == pid || np == 0 {
 		t.Errorf("after the restart %s has main pid %d, was %d: want a new process", svc, np, pid)
 	}
 	// Stop the next hung worker from being restarted while the test cleans up.
@@ -183,12 +183,12 @@ func TestSupervisorKilled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("port %d does not answer: %v", a, err)
 	}
-	sup := mainPID(ctx, "lodis-supervisor.service")
+	sup := m.MainPID(ctx, "lodis-supervisor.service")
 	if _, err := m.Output(ctx, "kill", "-9", strconv.Itoa(sup)); err != nil {
 		t.Fatal(err)
 	}
 	var s statusapi.Snapshot
-	err = machine.WaitFor(ctx, 10*time.Second, func() (bool, string) {
+	err = testenv.WaitFor(ctx, 10*time.Second, func() (bool, string) {
 		var err error
 		s, err = statusJSON(ctx)
 		if err != nil {
@@ -218,10 +218,10 @@ func TestSupervisorKilled(t *testing.T) {
 func TestNewPortAppears(t *testing.T) {
 	const port = 18250
 	ctx := context.Background()
-	sup := mainPID(ctx, "lodis-supervisor.service")
+	sup := m.MainPID(ctx, "lodis-supervisor.service")
 	start := time.Now()
 	enable(t, port, "")
-	err := machine.WaitFor(ctx, 2*time.Second, func() (bool, string) {
+	err := testenv.WaitFor(ctx, 2*time.Second, func() (bool, string) {
 		out, err := m.Output(ctx, "lodis", "status")
 		for _, l := range strings.Split(out, "\n") {
 			if f := strings.Fields(l); err == nil && len(f) > 2 && f[0] == strconv.Itoa(port) && f[1] == "active/listening" {
@@ -234,7 +234,7 @@ func TestNewPortAppears(t *testing.T) {
 		t.Fatalf("port %d not in lodis status within 2 s: %v", port, err)
 	}
 	t.Logf("appeared %s after enable --now was called", time.Since(start).Round(time.Millisecond))
-	if now := mainPID(ctx, "lodis-supervisor.service"); now != sup {
+	if now := m.MainPID(ctx, "lodis-supervisor.service"); now != sup {
 		t.Errorf("supervisor pid changed from %d to %d", sup, now)
 	}
 }

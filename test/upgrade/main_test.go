@@ -17,20 +17,20 @@ import (
 
 	rel "github.com/lodis/lodis/internal/cmd/releases"
 	"github.com/lodis/lodis/internal/events"
+	"github.com/lodis/lodis/internal/health"
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/statusapi"
 
 	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/internal/rollout"
-	"github.com/lodis/lodis/internal/testbin"
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // Ports: 18300-18309 run workers for the roll-out tests.
 const firstPort, nPorts = 18300, 10
 
 var (
-	m    *machine.Machine
+	m    *testenv.Machine
 	bins = map[string]string{} // name → path on the host
 )
 
@@ -43,11 +43,12 @@ func TestMain(tm *testing.M) {
 	os.Exit(code)
 }
 
+// run builds the binaries the tests drop, then boots the machine.
 func run(tm *testing.M) (int, error) {
-	if err := machine.Check(); err != nil {
+	if err := testenv.Check(); err != nil {
 		return 1, err
 	}
-	repo, err := machine.RepoRoot()
+	repo, err := testenv.RepoRoot()
 	if err != nil {
 		return 1, err
 	}
@@ -56,7 +57,7 @@ func run(tm *testing.M) (int, error) {
 		return 1, err
 	}
 	defer os.RemoveAll(dir)
-	for name, spec := range map[string]testbin.Spec{
+	for name, spec := range map[string]testenv.Spec{
 		"v2": {Version: "up-v2"}, "v3": {Version: "up-v3"}, "v4": {Version: "up-v4"}, "v5": {Version: "up-v5"},
 		"v6": {Version: "up-v6"}, "v7": {Version: "up-v7"}, "v8": {Version: "up-v8"},
 		"selftest-fails":  {Version: "up-selftest-fails", Fault: buildinfo.FaultSelftestFails},
@@ -65,49 +66,43 @@ func run(tm *testing.M) (int, error) {
 		"arm64":           {Version: "up-arm64", GOARCH: "arm64"},
 		"bench-unhealthy": {Version: "up-bench-unhealthy", Fault: buildinfo.FaultServeUnhealthy},
 	} {
-		if bins[name], err = testbin.Build(repo, dir, spec); err != nil {
+		if bins[name], err = testenv.Build(repo, dir, spec); err != nil {
 			return 1, err
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	m, err = machine.Boot(ctx, machine.Options{Name: "lodis-upgrade-test"})
-	if err != nil {
-		return 1, err
-	}
-	defer m.Close()
-	if err := m.InstallLodis(ctx, repo); err != nil {
-		return 1, err
-	}
+	return testenv.Main(tm, testenv.Suite{
+		Machine:      testenv.Options{Name: "lodis-upgrade-test"},
+		SetupTimeout: 3 * time.Minute,
+		Journal:      []string{"lodis-supervisor", "lodis-upgrade"},
+	}, setup), nil
+}
+
+func setup(ctx context.Context, mc *testenv.Machine) error {
+	m = mc
 	// A shorter canary soak keeps the suite lean; the default is 5 s.
 	if err := m.WriteFile("/etc/systemd/system/lodis-upgrade.service.d/test.conf",
 		[]byte("[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 2s\n"), 0o644); err != nil {
-		return 1, err
+		return err
 	}
 	// Fast probing: a worker failing its probes would be restarted as hung
 	// within the canary soak, were the supervisor's remedies not held.
 	if err := m.WriteFile("/etc/systemd/system/lodis-supervisor.service.d/test.conf", []byte(supervisorDropIn), 0o644); err != nil {
-		return 1, err
+		return err
 	}
 	units := []string{"enable", "--now", "lodis-upgrade.path", "lodis-supervisor.service"}
 	for p := firstPort; p < firstPort+nPorts; p++ {
 		units = append(units, fmt.Sprintf("lodis@%d.socket", p))
 	}
 	if _, err := m.Sh(ctx, "systemctl daemon-reload && systemctl "+strings.Join(units, " ")); err != nil {
-		return 1, err
+		return err
 	}
-	if err := machine.WaitFor(ctx, 20*time.Second, func() (bool, string) {
+	if err := testenv.WaitFor(ctx, 20*time.Second, func() (bool, string) {
 		_, err := status(ctx)
 		return err == nil, fmt.Sprint(err)
 	}); err != nil {
-		return 1, fmt.Errorf("the supervisor's status API: %w", err)
+		return fmt.Errorf("the supervisor's status API: %w", err)
 	}
-	code := tm.Run()
-	if code != 0 {
-		out, err := m.Output(context.Background(), "journalctl", "--no-pager", "-o", "short-precise", "-n", "300", "-u", "lodis-supervisor", "-u", "lodis-upgrade")
-		fmt.Fprintf(os.Stderr, "--- journal of the supervisor and the upgrade (last 300 lines) ---\n%s\n%v\n", out, err)
-	}
-	return code, nil
+	return nil
 }
 
 const supervisorDropIn = `[Service]
@@ -130,8 +125,7 @@ func status(ctx context.Context) (statusapi.Snapshot, error) {
 
 // supervisorPID is the supervisor's main process, 0 when it does not run.
 func supervisorPID(t testing.TB) int {
-	n, _ := strconv.Atoi(m.Prop(context.Background(), "lodis-supervisor.service", "MainPID"))
-	return n
+	return m.MainPID(context.Background(), "lodis-supervisor.service")
 }
 
 // exeSHA is the sha256 of the executable process pid runs, read through
@@ -225,7 +219,7 @@ func upgradeRuns(t testing.TB) string {
 // value of upgradeRuns) and is idle with nothing left in incoming/.
 func awaitUpgrade(t testing.TB, before string, timeout time.Duration) {
 	t.Helper()
-	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
+	err := testenv.WaitFor(context.Background(), timeout, func() (bool, string) {
 		st := m.State(context.Background(), "lodis-upgrade.service")
 		_, err := os.Lstat(filepath.Join(m.Root, incoming, "lodis"))
 		now := upgradeRuns(t)
@@ -238,22 +232,9 @@ func awaitUpgrade(t testing.TB, before string, timeout time.Duration) {
 	}
 }
 
-type health struct {
-	Status  string `json:"status"`
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	SHA256  string `json:"sha256"`
-}
-
-func getHealth(port int) (health, error) {
-	var h health
-	err := machine.GetJSON(context.Background(), fmt.Sprintf("http://127.0.0.1:%d/__/health", port), &h)
-	return h, err
-}
-
-func mustHealth(t testing.TB, port int) health {
+func mustHealth(t testing.TB, port int) health.Report {
 	t.Helper()
-	h, err := getHealth(port)
+	h, err := testenv.Health(context.Background(), port)
 	if err != nil {
 		t.Fatalf("port %d: %v", port, err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/rollout"
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 // TestDuplicateDropIsANoOp: the active binary dropped again changes nothing
@@ -258,7 +258,7 @@ func TestRolloutUnderLoadLosesNothing(t *testing.T) {
 	drop(t, bins["v5"], 0o755)
 	// What an operator sees meanwhile: `lodis status` has a roll-out line.
 	var seen []string
-	err := machine.WaitFor(ctx, 60*time.Second, func() (bool, string) {
+	err := testenv.WaitFor(ctx, 60*time.Second, func() (bool, string) {
 		if out, err := m.Output(ctx, "lodis", "status"); err == nil {
 			for _, l := range strings.Split(out, "\n") {
 				if strings.HasPrefix(l, "roll-out ") && !slices.Contains(seen, l) {
@@ -348,7 +348,7 @@ func TestRolloutUnderLoadLosesNothing(t *testing.T) {
 	if !slices.ContainsFunc(seen, func(l string) bool { return strings.Contains(l, "rolling, moved") }) {
 		t.Errorf("lodis status never showed the roll-out under way; roll-out lines seen: %q", seen)
 	}
-	err = machine.WaitFor(ctx, 15*time.Second, func() (bool, string) {
+	err = testenv.WaitFor(ctx, 15*time.Second, func() (bool, string) {
 		s, err := status(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -398,7 +398,7 @@ func TestTwoDropsWithinOneSecond(t *testing.T) {
 		t.Fatalf("%d roll-outs started, want exactly one", n)
 	}
 	for i := range nPorts {
-		if h, err := getHealth(port(i)); err != nil || h.SHA256 != r.Active {
+		if h, err := testenv.Health(context.Background(), port(i)); err != nil || h.SHA256 != r.Active {
 			t.Errorf("port %d: %.12s, %v", port(i), h.SHA256, err)
 		}
 	}
@@ -457,7 +457,7 @@ func TestManualRollback(t *testing.T) {
 func waitRollout(t testing.TB, to string, timeout time.Duration, what string, cond func(*rollout.State) bool) *rollout.State {
 	t.Helper()
 	var got *rollout.State
-	err := machine.WaitFor(context.Background(), timeout, func() (bool, string) {
+	err := testenv.WaitFor(context.Background(), timeout, func() (bool, string) {
 		st := persisted(t)
 		if st == nil || st.To != to {
 			return false, fmt.Sprintf("no roll-out to %.12s yet (%+v)", to, st)
@@ -520,7 +520,7 @@ func TestSupervisorKilledMidRollout(t *testing.T) {
 	}
 	// The supervisor that took it up ran the new binary (current pointed
 	// at it when systemd started it again); it moved back onto the old one.
-	err := machine.WaitFor(ctx, 30*time.Second, func() (bool, string) {
+	err := testenv.WaitFor(ctx, 30*time.Second, func() (bool, string) {
 		pid := supervisorPID(t)
 		if pid == 0 || pid == killed {
 			return false, fmt.Sprintf("supervisor pid %d", pid)
@@ -625,7 +625,7 @@ func TestRolloutWithTheSupervisorAtItsStartLimit(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { m.Systemctl(ctx, "reset-failed", unit) })
-	if err := machine.WaitFor(ctx, 20*time.Second, func() (bool, string) { _, err := status(ctx); return err == nil, fmt.Sprint(err) }); err != nil {
+	if err := testenv.WaitFor(ctx, 20*time.Second, func() (bool, string) { _, err := status(ctx); return err == nil, fmt.Sprint(err) }); err != nil {
 		t.Fatal(err)
 	}
 	for i := range nPorts {
@@ -636,7 +636,7 @@ func TestRolloutWithTheSupervisorAtItsStartLimit(t *testing.T) {
 	drop(t, bins["v8"], 0o755)
 	awaitUpgrade(t, runs, 60*time.Second)
 	want := sha(t, "v8")
-	err = machine.WaitFor(ctx, 20*time.Second, func() (bool, string) {
+	err = testenv.WaitFor(ctx, 20*time.Second, func() (bool, string) {
 		ro := lastRollout(t)
 		return ro != nil && ro.To == want && ro.Phase.Finished(), fmt.Sprintf("roll-out %+v", ro)
 	})
@@ -668,7 +668,7 @@ func TestWithoutSupervisorUpgradeDrivesItself(t *testing.T) {
 	}
 	defer func() {
 		m.Systemctl(ctx, "start", "lodis-supervisor.service")
-		machine.WaitFor(ctx, 20*time.Second, func() (bool, string) { _, err := status(ctx); return err == nil, fmt.Sprint(err) })
+		testenv.WaitFor(ctx, 20*time.Second, func() (bool, string) { _, err := status(ctx); return err == nil, fmt.Sprint(err) })
 	}()
 	for i := range nPorts {
 		mustHealth(t, port(i))

@@ -18,8 +18,7 @@ import (
 	"time"
 
 	"github.com/lodis/lodis/internal/statusapi"
-
-	"github.com/lodis/lodis/test/machine"
+	"github.com/lodis/lodis/internal/testenv"
 )
 
 func main() {
@@ -72,7 +71,7 @@ func demo(portRange, state string) error {
 	}
 	defer logf.Close()
 	fmt.Println("booting a throwaway systemd (console: " + logf.Name() + ")…")
-	m, err := machine.Boot(ctx, machine.Options{Name: "lodis-demo", Log: logf})
+	m, err := testenv.Boot(ctx, testenv.Options{Name: "lodis-demo", Log: logf})
 	if err != nil {
 		return err
 	}
@@ -83,7 +82,7 @@ func demo(portRange, state string) error {
 		fmt.Println("done: everything written inside is gone")
 	}()
 	os.WriteFile(filepath.Join(state, "pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
-	repo, err := machine.RepoRoot()
+	repo, err := testenv.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -116,12 +115,12 @@ func demo(portRange, state string) error {
 	mid := ports[len(ports)/2]
 	fmt.Printf("\nno worker runs yet; a request to port %d starts one:\n$ curl -s http://127.0.0.1:%d/__/health\n", mid, mid)
 	var body string
-	err = machine.WaitFor(ctx, 5*time.Second, func() (bool, string) {
-		var h map[string]any
-		if err := machine.GetJSON(ctx, fmt.Sprintf("http://127.0.0.1:%d/__/health", mid), &h); err != nil {
+	err = testenv.WaitFor(ctx, 5*time.Second, func() (bool, string) {
+		h, err := testenv.Health(ctx, mid)
+		if err != nil {
 			return false, err.Error()
 		}
-		body = fmt.Sprintf("answered by worker pid %v, version %v", h["pid"], h["version"])
+		body = fmt.Sprintf("answered by worker pid %d, version %s", h.PID, h.Version)
 		return true, ""
 	})
 	if err != nil {
@@ -130,7 +129,7 @@ func demo(portRange, state string) error {
 	fmt.Println(body)
 	// The supervisor probes a new worker at once; give it a moment so that
 	// the table shows the version the worker reported.
-	machine.WaitFor(ctx, 3*time.Second, func() (bool, string) {
+	testenv.WaitFor(ctx, 3*time.Second, func() (bool, string) {
 		out, err := m.Output(ctx, "lodis", "status", "--json")
 		if err != nil {
 			return false, err.Error()

@@ -1,11 +1,18 @@
-// Package machine boots a throwaway, real systemd for tests, demos and
-// benchmarks: this machine's own root seen through a copy-on-write overlay on a
-// tmpfs, booted with systemd-nspawn. Everything written inside is gone when the
-// Machine is closed; the host is never touched. The container shares the
-// host's network, so ports opened inside answer on the host's loopback.
+// Package testenv is the real-systemd harness of the tests, the benchmark
+// and the demo. Boot starts a throwaway, real systemd: this machine's own
+// root seen through a copy-on-write overlay on a tmpfs, booted with
+// systemd-nspawn. Everything written inside is gone when the Machine is
+// closed; the host is never touched. The container shares the host's
+// network, so ports opened inside answer on the host's loopback.
 //
-// It needs root, systemd-nspawn (Debian: systemd-container) and overlayfs.
-package machine
+// Around it: InstallLodis installs lodis as an operator would, Build builds
+// lodis binaries stamped with a version or a test fault, Main is a test
+// package's TestMain, and WaitFor, Health and GetJSON are the polling and
+// HTTP helpers the tests share.
+//
+// Booting needs root, systemd-nspawn (Debian: systemd-container), nsenter
+// and overlayfs; Check says which is missing.
+package testenv
 
 import (
 	"bytes"
@@ -24,7 +31,7 @@ import (
 
 // Options configure Boot. The zero value is usable.
 type Options struct {
-	// Name is the machine name (hostname inside). Default "lodis-test".
+	// Name is the machine name (hostname inside). Default DefaultName.
 	Name string
 	// Mask lists units masked for this boot (kernel command line
 	// systemd.mask=), to keep host services such as nginx out of the way.
@@ -35,6 +42,9 @@ type Options struct {
 	// BootTimeout bounds the wait for the system to be up. Default 90 s.
 	BootTimeout time.Duration
 }
+
+// DefaultName is the machine name when Options.Name is empty.
+const DefaultName = "lodis-test"
 
 // DefaultMask are host services that have no business in a lodis test machine.
 var DefaultMask = []string{"nginx.service", "postgresql.service", "postgresql@15-main.service",
@@ -76,7 +86,7 @@ func Boot(ctx context.Context, o Options) (m *Machine, err error) {
 		return nil, err
 	}
 	if o.Name == "" {
-		o.Name = "lodis-test"
+		o.Name = DefaultName
 	}
 	if o.Mask == nil {
 		o.Mask = DefaultMask
