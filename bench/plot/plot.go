@@ -24,7 +24,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 
-	"github.com/lodis/lodis/bench/load"
+	"github.com/lodis/lodis/internal/load"
 )
 
 // Width and Height are the size of the image that Save and WriteSVG write.

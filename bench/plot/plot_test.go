@@ -13,7 +13,7 @@ import (
 
 	gonum "gonum.org/v1/plot"
 
-	"github.com/lodis/lodis/bench/load"
+	"github.com/lodis/lodis/internal/load"
 )
 
 // synthetic returns the series of a 10 s run at 100 ms buckets with a steady

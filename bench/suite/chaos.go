@@ -15,9 +15,9 @@ import (
 	"github.com/lodis/lodis/internal/statusapi"
 	"github.com/lodis/lodis/internal/testenv"
 
-	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
 	"github.com/lodis/lodis/bench/report"
+	"github.com/lodis/lodis/internal/load"
 )
 
 // Load of the chaos stage: two clients at once, one through nginx, one

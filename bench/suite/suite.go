@@ -5,7 +5,7 @@
 // one markdown report with SVG plots in which every figure stands next to
 // its goal and its peers.
 //
-// Load comes from package bench/load on the host, to 127.0.0.1 only (the
+// Load comes from package internal/load on the host, to 127.0.0.1 only (the
 // machine shares the host's network), bounded in count and time. Ports
 // 18500–18599 are the benchmark's own (see ports.go).
 //
@@ -323,7 +323,7 @@ func summary(o Options, e *env, loadStart, loadEnd string, took time.Duration) s
 	if o.Quick {
 		mode = "A quick run (fewer samples, shorter loads: noisier figures)"
 	}
-	fmt.Fprintf(&b, "%s of `lodis-bench`, %s in all. Everything ran in one throwaway real systemd (systemd-nspawn, sharing the host's network); load came from package bench/load on the same host, to 127.0.0.1 only.\n\n", mode, took.Round(time.Second))
+	fmt.Fprintf(&b, "%s of `lodis-bench`, %s in all. Everything ran in one throwaway real systemd (systemd-nspawn, sharing the host's network); load came from package internal/load on the same host, to 127.0.0.1 only.\n\n", mode, took.Round(time.Second))
 	fmt.Fprintf(&b, "**The machine was shared**: load average %s (1, 5, 15 min) at the start and %s at the end on %d cores; %d other test machine(s) of other engineers were running when this one booted. Absolute times are noisy; read the ratios, which compare runs made minutes apart (and, where stated, interleaved sample by sample).\n\n", loadStart, loadEnd, runtime.NumCPU(), e.others)
 	fmt.Fprintf(&b, "lodis under test, as installed in the machine (`lodis version`): %s.\n\n", strings.TrimSuffix(strings.TrimSpace(e.version), ";"))
 	have := func(ok bool, what string) string {

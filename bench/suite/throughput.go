@@ -10,9 +10,9 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
-	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
 	"github.com/lodis/lodis/bench/report"
+	"github.com/lodis/lodis/internal/load"
 )
 
 // Load shapes of the throughput stage.
@@ -130,7 +130,7 @@ func throughputStage(ctx context.Context, e *env) ([]report.Table, error) {
 	for i, s := range servers {
 		spread = append(spread, fmt.Sprintf("%s %.0f–%.0f", s.name, slices.Min(peak[i]), slices.Max(peak[i])))
 	}
-	t.Note = fmt.Sprintf(`All four servers run in the machine, under systemd; the load generator (package bench/load, on the host, %d keep-alive connections) shares the same 2 cores, so every server is measured with the same handicap. lodis: socket-activated `+"`lodis serve`"+`, installed unit, `+"`GET /__/time`"+`. net/http: bench/hello, a bare `+"`http.Server`"+` answering "hello" (a transient service). nginx: nginx-light, `+"`return 200`"+`, worker_processes auto, access log off (a transient service, `+"`nginx -c FILE -g 'daemon off;'`"+`). lodis, unhardened unit: the same worker with the sandboxing settings removed (see table 1), to show what they cost under load. Peak: closed loop for %s per run, the servers' runs interleaved, %d rounds; median shown; the runs ranged over %s requests/s, so differences within those ranges are noise. Latency: open loop at a fixed %d requests/s, from each request's due time (no coordinated omission), %d runs of %s per server interleaved like the peak runs, percentiles over all their requests; the plot puts a server's runs end to end. Goals: throughput ≥ 0.95 × net/http is the project's; the latency goal (≤ 1.25 × net/http) is set here.`,
+	t.Note = fmt.Sprintf(`All four servers run in the machine, under systemd; the load generator (package internal/load, on the host, %d keep-alive connections) shares the same 2 cores, so every server is measured with the same handicap. lodis: socket-activated `+"`lodis serve`"+`, installed unit, `+"`GET /__/time`"+`. net/http: bench/hello, a bare `+"`http.Server`"+` answering "hello" (a transient service). nginx: nginx-light, `+"`return 200`"+`, worker_processes auto, access log off (a transient service, `+"`nginx -c FILE -g 'daemon off;'`"+`). lodis, unhardened unit: the same worker with the sandboxing settings removed (see table 1), to show what they cost under load. Peak: closed loop for %s per run, the servers' runs interleaved, %d rounds; median shown; the runs ranged over %s requests/s, so differences within those ranges are noise. Latency: open loop at a fixed %d requests/s, from each request's due time (no coordinated omission), %d runs of %s per server interleaved like the peak runs, percentiles over all their requests; the plot puts a server's runs end to end. Goals: throughput ≥ 0.95 × net/http is the project's; the latency goal (≤ 1.25 × net/http) is set here.`,
 		maxConns, e.plan.maxDuration, e.plan.rounds, strings.Join(spread, ", "), fixedRate, e.plan.rounds, e.plan.rateDuration)
 
 	var series []plot.Series

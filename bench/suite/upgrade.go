@@ -16,10 +16,10 @@ import (
 	"github.com/lodis/lodis/internal/health"
 	"github.com/lodis/lodis/internal/release"
 
-	"github.com/lodis/lodis/bench/load"
 	"github.com/lodis/lodis/bench/plot"
 	"github.com/lodis/lodis/bench/report"
 	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/load"
 	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/testenv"
 )
@@ -172,7 +172,7 @@ func upgradeStage(ctx context.Context, e *env) ([]report.Table, error) {
 		lodisHow += fmt.Sprintf(" The default canary soak alone (%s) takes the whole of the window's 5 s goal, so with the defaults the goal cannot be met; less the soak, this window was %.2f s.",
 			soak, (runs[0].window[1] - runs[0].window[0] - soak).Seconds())
 	}
-	t.Note = fmt.Sprintf(`Load: package bench/load on the host, a fixed %d requests/s round-robin over 10 ports with %d keep-alive connections (5 per port), a client that never retries (a request net/http would silently re-send on a new connection counts as failed, as it would for wrk or a proxy). Steady: from 1 s after the load starts to the start of the upgrade (%s). Window: from the start of the upgrade to the last instance healthy on the new version (for lodis, from the drop of the binary).%s Naive restart: `+"`systemctl restart lodis@P.service`"+` for the 10 ports one after another; new version = a new worker PID on `+"`/__/health`"+` (the lodis worker drains on SIGTERM, so this baseline already has lodis's drain). nginx: nginx-light serving `+"`return 200`"+` on 10 ports, started as a forking daemon in a transient scope; binary upgrade = USR2 to the master, WINCH to the old master once the new one runs, then QUIT once the old workers are gone; new version = the old master has exited. Goals (the lodis upgrade's): 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, window ≤ 5 s.
+	t.Note = fmt.Sprintf(`Load: package internal/load on the host, a fixed %d requests/s round-robin over 10 ports with %d keep-alive connections (5 per port), a client that never retries (a request net/http would silently re-send on a new connection counts as failed, as it would for wrk or a proxy). Steady: from 1 s after the load starts to the start of the upgrade (%s). Window: from the start of the upgrade to the last instance healthy on the new version (for lodis, from the drop of the binary).%s Naive restart: `+"`systemctl restart lodis@P.service`"+` for the 10 ports one after another; new version = a new worker PID on `+"`/__/health`"+` (the lodis worker drains on SIGTERM, so this baseline already has lodis's drain). nginx: nginx-light serving `+"`return 200`"+` on 10 ports, started as a forking daemon in a transient scope; binary upgrade = USR2 to the master, WINCH to the old master once the new one runs, then QUIT once the old workers are gone; new version = the old master has exited. Goals (the lodis upgrade's): 0 failed requests, p99 in the window ≤ steady p99 + 20 ms, window ≤ 5 s.
 
 %s.`, upgradeRate, upgradeConns, e.plan.upgradeSteady, lodisHow, strings.Join(figures, "; "))
 

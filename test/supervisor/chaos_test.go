@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lodis/lodis/bench/load"
+	"github.com/lodis/lodis/internal/load"
 	"github.com/lodis/lodis/internal/testenv"
 )
 

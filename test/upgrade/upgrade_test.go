@@ -13,7 +13,7 @@ import (
 
 	"github.com/lodis/lodis/internal/statusapi"
 
-	"github.com/lodis/lodis/bench/load"
+	"github.com/lodis/lodis/internal/load"
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/testenv"

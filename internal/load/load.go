@@ -1,4 +1,5 @@
-// Package load is the load generator of every lodis benchmark.
+// Package load is the load generator of every lodis benchmark and of the
+// tests that measure what load sees (the chaos and upgrade tests).
 //
 // Run sends requests at a fixed rate (open loop): request n is due at
 // start + n/Rate whatever earlier responses do, and its latency is measured

@@ -7,7 +7,7 @@ import (
 	"net/http/httptest"
 	"time"
 
-	"github.com/lodis/lodis/bench/load"
+	"github.com/lodis/lodis/internal/load"
 )
 
 // A benchmark runner loads a set of ports at a fixed rate and reads the
