@@ -1,42 +1,35 @@
 package nixos
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	sdunit "github.com/coreos/go-systemd/v22/unit"
 )
 
 // unit is a parsed systemd unit file: section -> key -> values, in order.
 type unit map[string]map[string][]string
 
-// parseUnit reads a unit file from units/ the way systemd does for the keys
-// the tests compare: `Key=` with an empty value resets the list.
+// parseUnit reads a unit file from units/ (go-systemd's parser) and applies
+// its lines the way systemd does for the keys the tests compare: `Key=`
+// with an empty value resets the list.
 func parseUnit(name string) (unit, error) {
 	f, err := os.Open(filepath.Join(repo, "units", name))
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: %w", name, err)
 	}
 	defer f.Close()
-	u := unit{}
-	section := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		switch {
-		case l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, ";"):
-		case strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]"):
-			section = l[1 : len(l)-1]
-		default:
-			k, v, ok := strings.Cut(l, "=")
-			if !ok || section == "" {
-				return nil, fmt.Errorf("unit %s: cannot parse %q", name, l)
-			}
-			u.set(section, strings.TrimSpace(k), strings.TrimSpace(v))
-		}
+	opts, err := sdunit.DeserializeOptions(f)
+	if err != nil {
+		return nil, fmt.Errorf("unit %s: %w", name, err)
 	}
-	return u, sc.Err()
+	u := unit{}
+	for _, o := range opts {
+		u.set(o.Section, o.Name, o.Value)
+	}
+	return u, nil
 }
 
 func (u unit) set(section, key, value string) {
