@@ -23,7 +23,7 @@ help:
 	@echo "make build            build bin/lodis"
 	@echo "make test             install test dependencies, then lint, unit tests (-race) and real-systemd tests"
 	@echo "make demo             boot a throwaway systemd, enable lodis on ports 8080..8089, show status (Ctrl-C or make demo-stop ends it)"
-	@echo "make bench            run the benchmarks in a throwaway systemd, write bench/report.md (QUICK=1: under 2 minutes)"
+	@echo "make bench            run the benchmarks in a throwaway systemd, write bench/results/report.md (QUICK=1: under 2 minutes)"
 	@echo "make install          install binary and units (DESTDIR, PREFIX honoured)"
 	@echo "make deb              build dist/lodis_<version>_<arch>.deb (packaging/deb/build.sh)"
 	@echo "make nix-vendor-hash  print the vendorHash nix/package.nix needs for go.mod/go.sum"
@@ -113,7 +113,7 @@ bin/lodis-bench: $(GO_SOURCES)
 	$(GO) build -o $@ ./bench/cmd/lodis-bench
 
 # bench boots one throwaway systemd, runs every benchmark stage against lodis
-# and its baselines, and writes bench/report.md and its SVG plots.
+# and its baselines, and writes bench/results/report.md and its SVG plots.
 # QUICK=1 runs each stage briefly (under 2 minutes in all).
 bench: deps bin/lodis bin/lodis-bench bench-micro
 	bin/lodis-bench $(if $(QUICK),--quick) --command 'make bench$(if $(QUICK), QUICK=1)'
@@ -121,7 +121,7 @@ bench: deps bin/lodis bin/lodis-bench bench-micro
 # bench-micro: Go benchmarks of the hot paths (activation bookkeeping per
 # request and connection, health handler, event ring), with allocations.
 bench-micro:
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem $(if $(QUICK),-benchtime 100ms) ./activation ./internal/worker ./supervisor | tee bench/micro.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem $(if $(QUICK),-benchtime 100ms) ./activation ./internal/worker ./supervisor | tee bench/results/micro.txt
 
 demo: deps bin/lodis bin/lodis-machine
 	bin/lodis-machine demo --ports 8080-8089 --state .demo

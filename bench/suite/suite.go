@@ -30,22 +30,24 @@ import (
 )
 
 // Options configure Run. The zero value runs the full benchmark from the
-// working directory's source tree and writes into its bench/ directory.
+// working directory's source tree and writes into its bench/results/
+// directory.
 type Options struct {
 	// Quick runs every stage briefly (fewer samples, shorter loads): the whole
 	// run takes under two minutes. Its figures are noisier; the report says
 	// it was quick.
 	Quick bool
 
-	// OutDir receives report.md and the SVG plots. Default: bench/ under Repo.
+	// OutDir receives report.md and the SVG plots. Default: ResultsDir
+	// under Repo.
 	OutDir string
 
 	// Command is the exact command line recorded in the report. Default
 	// "lodis-bench" plus " --quick" when Quick is set.
 	Command string
 
-	// Repo is the lodis source tree to build and install. Default: the
-	// nearest directory holding go.mod at or above the working directory.
+	// Repo is the lodis source tree to build and install. Default:
+	// testenv.RepoRoot, the lodis module as seen from the working directory.
 	Repo string
 
 	// Stages, if not empty, names the stages to run (see StageNames); the
@@ -59,6 +61,10 @@ type Options struct {
 
 // ReportFile is the name of the report Run writes in Options.OutDir.
 const ReportFile = "report.md"
+
+// ResultsDir is where, in the source tree, Run writes by default: the
+// committed report, its plots and `make bench-micro`'s micro.txt.
+const ResultsDir = "bench/results"
 
 // Run boots the machine, runs the stages and writes the report and its plots.
 // It returns the path of the report. A stage that fails is written as not
@@ -143,7 +149,7 @@ func (o Options) normalized() (Options, error) {
 		o.Repo = r
 	}
 	if o.OutDir == "" {
-		o.OutDir = filepath.Join(o.Repo, "bench")
+		o.OutDir = filepath.Join(o.Repo, ResultsDir)
 	}
 	if o.Command == "" {
 		o.Command = "lodis-bench"

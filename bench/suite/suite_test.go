@@ -185,7 +185,7 @@ func TestCompleteKeepsMeasuredTables(t *testing.T) {
 // The committed report (make bench) has a number in every cell and a
 // reason for every table that was not run, and shows only plots that exist.
 func TestCommittedReportVerifies(t *testing.T) {
-	md, err := os.ReadFile("../" + ReportFile)
+	md, err := os.ReadFile("../results/" + ReportFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestCommittedReportVerifies(t *testing.T) {
 		t.Error(err)
 	}
 	for _, m := range regexp.MustCompile(`!\[[^\]]+\]\(([^)]+)\)`).FindAllStringSubmatch(string(md), -1) {
-		if _, err := os.Stat("../" + m[1]); err != nil {
+		if _, err := os.Stat("../results/" + m[1]); err != nil {
 			t.Errorf("plot %s: %v", m[1], err)
 		}
 	}

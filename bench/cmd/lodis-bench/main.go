@@ -1,5 +1,5 @@
 // Command lodis-bench runs the lodis benchmarks (package bench/suite) in a
-// throwaway real systemd and writes bench/report.md and its plots:
+// throwaway real systemd and writes bench/results/report.md and its plots:
 //
 //	lodis-bench [--quick] [--out DIR] [--stages cold,throughput,...] [--command TEXT]
 //
@@ -21,7 +21,7 @@ import (
 func main() {
 	fs := flag.NewFlagSet("lodis-bench", flag.ExitOnError)
 	quick := fs.Bool("quick", false, "short run (under 2 minutes), noisier figures")
-	out := fs.String("out", "", "directory for report.md and the plots (default: bench/ in the source tree)")
+	out := fs.String("out", "", "directory for report.md and the plots (default: bench/results/ in the source tree)")
 	stages := fs.String("stages", "", "comma-separated stages to run (default all): "+strings.Join(suite.StageNames(), ","))
 	command := fs.String("command", "", "command line recorded in the report (default: this one)")
 	fs.Parse(os.Args[1:])
