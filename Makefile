@@ -41,10 +41,16 @@ $(BIN): $(GO_SOURCES)
 deps:
 	@test/deps.sh
 
+# BENCH is the benchmark's own module (bench/go.mod, lodis replaced by this
+# tree): its dependencies (plotting, fonts) stay out of the product's go.mod.
+BENCH := bench
+
+# lint: gofmt over every file of both modules, go vet in each.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd $(BENCH) && $(GO) vet ./...
 
 TESTSUM = bin/testsum -state bin/testsum.json
 
@@ -52,20 +58,32 @@ bin/testsum: test/cmd/testsum/main.go
 	@mkdir -p bin
 	$(GO) build -o $@ ./test/cmd/testsum
 
-# UNIT_PKGS are the packages whose tests need no machine.
+# UNIT_PKGS are the packages whose tests need no machine, BENCH_UNIT_PKGS
+# those of the benchmark's module (listed from inside it); the packages under
+# test/ (bench/test for the benchmark) boot machines.
 UNIT_PKGS = $$($(GO) list ./... | grep -v /test/)
+BENCH_UNIT_PKGS = $$($(GO) list ./... | grep -v '/bench/test$$')
 
 # test-unit compiles every test binary first (running none of their tests),
-# so that no test runs beside the compiler on a cold build cache.
+# so that no test runs beside the compiler on a cold build cache. Both
+# modules run, whatever the first one's result.
 test-unit: bin/testsum
 	@$(GO) test -race -count=1 -run '^$$' $(UNIT_PKGS) > /dev/null || true
-	set -o pipefail; $(GO) test -json -race -count=1 $(UNIT_PKGS) | $(TESTSUM)
+	@cd $(BENCH) && $(GO) test -race -count=1 -run '^$$' $(BENCH_UNIT_PKGS) > /dev/null || true
+	set -o pipefail; status=0; \
+	  $(GO) test -json -race -count=1 $(UNIT_PKGS) | $(TESTSUM) || status=1; \
+	  (cd $(BENCH) && $(GO) test -json -race -count=1 $(BENCH_UNIT_PKGS)) | $(TESTSUM) || status=1; \
+	  exit $$status
 
 # test-integration runs one package at a time (-p 1): each boots its own
 # systemd and measures what a user would see, and two at once on a small
-# machine disturb each other's figures.
+# machine disturb each other's figures. The benchmark module's bench/test
+# (the quick benchmark, its report checked) runs after the root's test/.
 test-integration: build bin/testsum
-	set -o pipefail; $(GO) test -json -count=1 -p 1 -timeout 40m ./test/... | $(TESTSUM)
+	set -o pipefail; status=0; \
+	  $(GO) test -json -count=1 -p 1 -timeout 40m ./test/... | $(TESTSUM) || status=1; \
+	  (cd $(BENCH) && $(GO) test -json -count=1 -p 1 -timeout 40m ./test/...) | $(TESTSUM) || status=1; \
+	  exit $$status
 
 test: deps lint
 	@rm -f bin/testsum.json
@@ -108,9 +126,9 @@ bin/lodis-machine: $(GO_SOURCES)
 	@mkdir -p bin
 	$(GO) build -o $@ ./test/cmd/lodis-machine
 
-bin/lodis-bench: $(GO_SOURCES)
+bin/lodis-bench: $(GO_SOURCES) $(BENCH)/go.mod $(BENCH)/go.sum
 	@mkdir -p bin
-	$(GO) build -o $@ ./bench/cmd/lodis-bench
+	cd $(BENCH) && $(GO) build -o ../$@ ./cmd/lodis-bench
 
 # bench boots one throwaway systemd, runs every benchmark stage against lodis
 # and its baselines, and writes bench/results/report.md and its SVG plots.
@@ -121,7 +139,7 @@ bench: deps bin/lodis bin/lodis-bench bench-micro
 # bench-micro: Go benchmarks of the hot paths (activation bookkeeping per
 # request and connection, health handler, event ring), with allocations.
 bench-micro:
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem $(if $(QUICK),-benchtime 100ms) ./activation ./internal/worker ./supervisor | tee bench/results/micro.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem $(if $(QUICK),-benchtime 100ms) ./activation ./internal/worker ./supervisor | tee $(BENCH)/results/micro.txt
 
 demo: deps bin/lodis bin/lodis-machine
 	bin/lodis-machine demo --ports 8080-8089 --state .demo

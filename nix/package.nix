@@ -24,7 +24,7 @@ buildGo126Module {
       !(builtins.elem (lib.removePrefix (toString ../. + "/") (toString path)) [ "bin" "dist" ".demo" "result" ]);
   };
 
-  vendorHash = "sha256-Czi6WLPyLreN9bvxLOazh1lf4RLUlbBKLN8Zecry+NI=";
+  vendorHash = "sha256-D80M70UCu517YSg9bp8yethRv7waR3PzyEyZpE0ozU0=";
 
   subPackages = [ "cmd/lodis" ];
   env.CGO_ENABLED = "0";

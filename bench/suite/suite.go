@@ -215,8 +215,9 @@ func setup(ctx context.Context, o Options) (*env, error) {
 	if _, err := os.Stat(filepath.Join(o.Repo, "units", "lodis-upgrade.path")); err == nil {
 		e.variants = buildVariants(o.Repo, tmp)
 	}
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, "bench-hello"), "./bench/cmd/bench-hello")
-	build.Dir = o.Repo
+	// bench-hello is in the benchmark's own module, bench/.
+	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, "bench-hello"), "./cmd/bench-hello")
+	build.Dir = filepath.Join(o.Repo, "bench")
 	if out, err := build.CombinedOutput(); err != nil {
 		return e, fmt.Errorf("build bench-hello: %w: %s", err, out)
 	}

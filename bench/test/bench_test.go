@@ -24,7 +24,7 @@ func TestQuickReport(t *testing.T) {
 	defer cancel()
 	out := t.TempDir()
 	var progress bytes.Buffer
-	path, err := suite.Run(ctx, suite.Options{Quick: true, OutDir: out, Command: "go test ./test/bench", Progress: &progress})
+	path, err := suite.Run(ctx, suite.Options{Quick: true, OutDir: out, Command: "cd bench && go test ./test", Progress: &progress})
 	t.Logf("progress:\n%s", progress.String())
 	if err != nil {
 		t.Fatalf("lodis-bench --quick: %v", err)
@@ -49,7 +49,7 @@ func TestQuickReport(t *testing.T) {
 	}
 
 	text := string(md)
-	for _, want := range []string{"| command | `go test ./test/bench` |", "| systemd | systemd ", "| cores | ", "| kernel | ", "| memory | ", "quick run"} {
+	for _, want := range []string{"| command | `cd bench && go test ./test` |", "| systemd | systemd ", "| cores | ", "| kernel | ", "| memory | ", "quick run"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q", want)
 		}
