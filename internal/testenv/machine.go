@@ -7,8 +7,8 @@
 //
 // Around it: InstallLodis installs lodis as an operator would, Build builds
 // lodis binaries stamped with a version or a test fault, Main is a test
-// package's TestMain, and WaitFor, Health and GetJSON are the polling and
-// HTTP helpers the tests share.
+// package's TestMain, and WaitFor, Poll, Health and Client are the polling
+// and HTTP helpers the tests share.
 //
 // Booting needs root, systemd-nspawn (Debian: systemd-container), nsenter
 // and overlayfs; Check says which is missing.
