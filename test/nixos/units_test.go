@@ -1,7 +1,6 @@
 package nixos
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,16 +13,20 @@ type unit map[string]map[string][]string
 // parseUnit reads a unit file from units/ the way systemd does for the keys
 // the tests compare: `Key=` with an empty value resets the list.
 func parseUnit(name string) (unit, error) {
-	f, err := os.Open(filepath.Join(repo, "units", name))
+	b, err := os.ReadFile(filepath.Join(repo, "units", name))
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: %w", name, err)
 	}
-	defer f.Close()
 	u := unit{}
+	return u, scanUnit(name, string(b), u.set)
+}
+
+// scanUnit calls set for each `Key=value` of unit text (a unit file or a
+// drop-in), in order, with its section.
+func scanUnit(name, text string, set func(section, key, value string)) error {
 	section := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
 		switch {
 		case l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, ";"):
 		case strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]"):
@@ -31,12 +34,12 @@ func parseUnit(name string) (unit, error) {
 		default:
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || section == "" {
-				return nil, fmt.Errorf("unit %s: cannot parse %q", name, l)
+				return fmt.Errorf("unit %s: cannot parse %q", name, l)
 			}
-			u.set(section, strings.TrimSpace(k), strings.TrimSpace(v))
+			set(section, strings.TrimSpace(k), strings.TrimSpace(v))
 		}
 	}
-	return u, sc.Err()
+	return nil
 }
 
 func (u unit) set(section, key, value string) {
