@@ -43,8 +43,12 @@ let
   ipv4 = "((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
   # At least two colons: "1.2.3.4:80" (an address with a port) is neither.
   ipv6 = "[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*";
+  hostname = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*";
   address = types.strMatching "${ipv4}|${ipv6}" // {
     description = "IPv4 or IPv6 address (no brackets, no port)";
+  };
+  host = types.strMatching "${ipv4}|${ipv6}|${hostname}" // {
+    description = "host name or IP address (no brackets, no port)";
   };
   duration = types.strMatching "0|([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+" // {
     description = "duration such as 30s, 5m or 1h30m (a Go duration)";
@@ -57,11 +61,15 @@ let
   listen = port:
     if cfg.listenAddress == null then toString port else hostPort cfg.listenAddress port;
 
-  # upstream is where nginx reaches a port.
+  # upstream is where nginx reaches a port: on this host through its
+  # listenAddress (loopback for the wildcards), or on each upstream host.
   upstream = port:
     if cfg.listenAddress == null || cfg.listenAddress == "0.0.0.0" then "127.0.0.1:${toString port}"
     else if cfg.listenAddress == "::" then "[::1]:${toString port}"
     else listen port;
+  upstreams =
+    if cfg.nginx.upstreamHosts == [ ] then map upstream cfg.ports
+    else builtins.concatMap (h: map (hostPort h) cfg.ports) cfg.nginx.upstreamHosts;
 
   # The supervisor probes each port's health where the port listens, but its
   # unit allows only loopback traffic (IPAddressAllow=localhost): a port on
@@ -163,6 +171,18 @@ in
       '';
     };
 
+    nginx.upstreamHosts = mkOption {
+      type = types.listOf host;
+      default = [ ];
+      example = [ "10.0.0.2" "10.0.0.3" "10.0.0.4" ];
+      description = ''
+        Hosts whose lodis ports nginx balances over, each serving the same
+        `ports` as this one (listening where this host's nginx reaches them,
+        see listenAddress and openFirewall). Empty: this host only, through
+        listenAddress (loopback when that is null or a wildcard). To include
+        this host, list its address too.
+      '';
+    };
   };
 
   config = mkIf cfg.enable (mkMerge [
@@ -171,6 +191,10 @@ in
         {
           assertion = duplicates cfg.ports == [ ];
           message = "services.lodis.ports lists a port more than once: ${builtins.toJSON (duplicates cfg.ports)} in ${builtins.toJSON cfg.ports}";
+        }
+        {
+          assertion = duplicates cfg.nginx.upstreamHosts == [ ];
+          message = "services.lodis.nginx.upstreamHosts lists a host more than once: ${builtins.toJSON (duplicates cfg.nginx.upstreamHosts)}";
         }
       ];
 
@@ -233,7 +257,7 @@ in
     (mkIf cfg.nginx.enable {
       services.nginx = {
         enable = true;
-        upstreams.lodis.servers = builtins.listToAttrs (map (p: lib.nameValuePair (upstream p) { }) cfg.ports);
+        upstreams.lodis.servers = builtins.listToAttrs (map (s: lib.nameValuePair s { }) upstreams);
         virtualHosts.lodis.locations."/".proxyPass = "http://lodis";
       };
     })

@@ -24,6 +24,7 @@ const (
 	portType     = "integer between 1 and 65535 (both inclusive)"
 	addressType  = "null or IPv4 or IPv6 address (no brackets, no port)"
 	durationType = "null or duration such as 30s, 5m or 1h30m (a Go duration)"
+	hostType     = "host name or IP address (no brackets, no port)"
 )
 
 // badInputs are the bad settings, with the errors of nixpkgs' real lib
@@ -48,5 +49,9 @@ func badInputs() []badInput {
 		{"idle timeout a number", map[string]any{"idleTimeout": 30}, []string{notOfType("services.lodis.idleTimeout", durationType)}},
 		{"argument with a space", map[string]any{"extraArgs": []string{"--log-level debug"}}, []string{notOfType(entry("services.lodis.extraArgs", 1), "string matching the pattern [A-Za-z0-9_./:=,+@-]+")}},
 		{"unknown option", map[string]any{"prots": []int{1}}, []string{"The option `services.lodis.prots' does not exist"}},
+		{"upstream host with a port", map[string]any{"nginx": map[string]any{"enable": true, "upstreamHosts": []string{"10.0.0.2:8080"}}}, []string{notOfType(entry("services.lodis.nginx.upstreamHosts", 1), hostType)}},
+		{"upstream host a URL", map[string]any{"nginx": map[string]any{"enable": true, "upstreamHosts": []string{"10.0.0.2", "http://web2"}}}, []string{notOfType(entry("services.lodis.nginx.upstreamHosts", 2), hostType)}},
+		{"upstream hosts not a list", map[string]any{"nginx": map[string]any{"enable": true, "upstreamHosts": "10.0.0.2"}}, []string{notOfType("services.lodis.nginx.upstreamHosts", "list of "+hostType)}},
+		{"upstream host twice", map[string]any{"nginx": map[string]any{"enable": true, "upstreamHosts": []string{"10.0.0.2", "10.0.0.3", "10.0.0.2"}}}, []string{"Failed assertions:", `- services.lodis.nginx.upstreamHosts lists a host more than once: ["10.0.0.2"]`}},
 	}
 }

@@ -282,6 +282,18 @@ func TestNixOSListenAddress(t *testing.T) {
 	}
 }
 
+// TestNixOSNginxUpstreamHosts: nginx balances over the same ports on every
+// host listed (IPv6 in brackets), and only over them.
+func TestNixOSNginxUpstreamHosts(t *testing.T) {
+	snap := needSnapshot(t)
+	pkg := installedPackage(t)
+	m := mustMachine(t, snap, lodis(map[string]any{
+		"enable": true, "ports": []int{18520, 18521}, "listenAddress": "10.0.0.2",
+		"nginx": map[string]any{"enable": true, "upstreamHosts": []string{"10.0.0.2", "fd00::3", "web3.internal"}},
+	}), pkg)
+	checkRealNginx(t, m, "10.0.0.2:18520", "10.0.0.2:18521", "[fd00::3]:18520", "[fd00::3]:18521", "web3.internal:18520", "web3.internal:18521")
+}
+
 // TestNixOSWithoutSupervisor: supervisor.enable = false wants no supervisor
 // and leaves polkit as the rest of the configuration has it (off).
 func TestNixOSWithoutSupervisor(t *testing.T) {
