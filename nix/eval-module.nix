@@ -40,6 +40,8 @@ else {
   };
   users = cfg.users or { };
   networking = cfg.networking or { };
+  security = cfg.security or { };
+  environment = cfg.environment or { };
   nginx = cfg.services.nginx or null;
   warnings = cfg.warnings or [ ];
 }

@@ -81,20 +81,27 @@ let
       inherit contents;
     };
 
+    # Types carry nixpkgs' descriptions, so that their errors read as the
+    # real lib's: a list is checked entry by entry, and a bad entry is named
+    # `OPTION."[definition N-entry M]"'.
     types = rec {
-      mkType = name: check: {
+      mkType = description: descriptionClass: check: {
         _type = "type";
-        inherit name check;
+        inherit description descriptionClass check;
       };
-      bool = mkType "boolean" isBool;
-      str = mkType "string" isString;
-      int = mkType "signed integer" isInt;
-      port = mkType "16 bit unsigned integer; between 0 and 65535 (both inclusive)"
+      # phrase is how a type is named inside another's description.
+      phrase = classes: t: if elem t.descriptionClass classes then t.description else "(${t.description})";
+      bool = mkType "boolean" "noun" isBool;
+      str = mkType "string" "noun" isString;
+      int = mkType "signed integer" "noun" isInt;
+      port = mkType "16 bit unsigned integer; between 0 and 65535 (both inclusive)" "noun"
         (v: isInt v && v >= 0 && v <= 65535);
-      package = mkType "package" (v: isAttrs v && v ? outPath);
-      strMatching = re: mkType "string matching the pattern ${re}" (v: isString v && match re v != null);
-      listOf = t: mkType "list of ${t.name}" (v: isList v && all t.check v);
-      nullOr = t: mkType "null or ${t.name}" (v: v == null || t.check v);
+      ints.between = lowest: highest: mkType "integer between ${toString lowest} and ${toString highest} (both inclusive)" "noun"
+        (v: isInt v && v >= lowest && v <= highest);
+      package = mkType "package" "noun" (v: isAttrs v && v ? outPath);
+      strMatching = re: mkType "string matching the pattern ${re}" "noun" (v: isString v && match re v != null);
+      listOf = t: mkType "list of ${phrase [ "noun" "composite" ] t}" "composite" isList // { elemType = t; };
+      nullOr = t: mkType "null or ${phrase [ "noun" "conjunction" ] t}" "conjunction" (v: v == null || t.check v);
     };
 
     # evalModules merges modules (paths, functions or attribute sets) and
@@ -191,14 +198,31 @@ let
 
   mergeOption = path: opt: defs:
     let
-      vals = concatMap resolve defs;
+      defVals = map resolve defs;
+      vals = concatLists defVals;
       value =
         if vals != [ ] then mergeValues path vals
         else if opt ? default then opt.default
         else throw "The option `${showPath path}' is used but not defined.";
+      # badEntries are a list option's entries of the wrong type, each
+      # with its place: definition N (from 1), entry M (from 1).
+      badEntries = concatLists (genList
+        (n: concatLists (map
+          (v: if isList v then
+            filter (b: b != null) (genList
+              (m: if opt.type.elemType.check (builtins.elemAt v m)
+                then null
+                else { inherit n m; value = builtins.elemAt v m; })
+              (length v))
+          else [ ])
+          (builtins.elemAt defVals n)))
+        (length defVals));
+      notOfType = p: t: v: throw "A definition for option `${p}' is not of type `${t.description}'. Definition value: ${showValue v}";
     in
-    if opt ? type && !(opt.type.check value)
-    then throw "A definition for option `${showPath path}' is not of type `${opt.type.name}'. Definition value: ${showValue value}"
+    if opt ? type && !(opt.type.check value) then notOfType (showPath path) opt.type value
+    else if opt ? type && opt.type ? elemType && badEntries != [ ] then
+      let b = head badEntries;
+      in notOfType "${showPath path}.\"[definition ${toString (b.n + 1)}-entry ${toString (b.m + 1)}]\"" opt.type.elemType b.value
     else value;
 in
 lib

@@ -11,6 +11,12 @@
 # package (tmpfiles L+). A binary dropped into /var/lib/lodis/incoming is
 # rolled out as on any host (upgrade.enable), and lasts until then: on NixOS
 # the release of record is services.lodis.package.
+#
+# The supervisor runs as user lodis and acts on units through the system bus:
+# the module turns polkit on and puts the package in the system path, where
+# the package's rule (share/polkit-1/rules.d/50-lodis.rules) is linked into
+# /run/current-system/sw/share/polkit-1, the rules directory NixOS's polkit
+# reads.
 { config, lib, pkgs, ... }:
 
 let
@@ -32,17 +38,49 @@ let
   workerExecStart = builtins.head (directive "ExecStart" "lodis@.service");
   serveArgs = lib.optionals (cfg.idleTimeout != null) [ "--idle-timeout" cfg.idleTimeout ] ++ cfg.extraArgs;
 
+  # Types of the settings, worded for their error messages.
+  port = types.ints.between 1 65535;
+  ipv4 = "((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+  # At least two colons: "1.2.3.4:80" (an address with a port) is neither.
+  ipv6 = "[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*";
+  hostname = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*";
+  address = types.strMatching "${ipv4}|${ipv6}" // {
+    description = "IPv4 or IPv6 address (no brackets, no port)";
+  };
+  host = types.strMatching "${ipv4}|${ipv6}|${hostname}" // {
+    description = "host name or IP address (no brackets, no port)";
+  };
+  duration = types.strMatching "0|([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+" // {
+    description = "duration such as 30s, 5m or 1h30m (a Go duration)";
+  };
+
+  # hostPort is HOST:PORT, with an IPv6 address in brackets.
+  hostPort = h: port: if lib.hasInfix ":" h then "[${h}]:${toString port}" else "${h}:${toString port}";
+
   # listen is ListenStream= for one port.
   listen = port:
-    if cfg.listenAddress == null then toString port
-    else if lib.hasInfix ":" cfg.listenAddress then "[${cfg.listenAddress}]:${toString port}"
-    else "${cfg.listenAddress}:${toString port}";
+    if cfg.listenAddress == null then toString port else hostPort cfg.listenAddress port;
 
-  # upstream is where nginx reaches a port.
+  # upstream is where nginx reaches a port: on this host through its
+  # listenAddress (loopback for the wildcards), or on each upstream host.
   upstream = port:
     if cfg.listenAddress == null || cfg.listenAddress == "0.0.0.0" then "127.0.0.1:${toString port}"
     else if cfg.listenAddress == "::" then "[::1]:${toString port}"
     else listen port;
+  upstreams =
+    if cfg.nginx.upstreamHosts == [ ] then map upstream cfg.ports
+    else builtins.concatMap (h: map (hostPort h) cfg.ports) cfg.nginx.upstreamHosts;
+
+  # The supervisor probes each port's health where the port listens, but its
+  # unit allows only loopback traffic (IPAddressAllow=localhost): a port on
+  # another address needs that address allowed too.
+  probeAllow = lib.optional
+    (cfg.listenAddress != null && !(builtins.elem cfg.listenAddress [ "0.0.0.0" "::" "::1" ])
+      && !lib.hasPrefix "127." cfg.listenAddress)
+    cfg.listenAddress;
+
+  # duplicates lists the values that occur more than once in a list.
+  duplicates = xs: lib.unique (builtins.filter (x: builtins.length (builtins.filter (y: y == x) xs) > 1) xs);
 
   # Per-port socket: a drop-in on the lodis@.socket template.
   socket = port: lib.nameValuePair "lodis@${toString port}" ({
@@ -72,20 +110,20 @@ in
     };
 
     ports = mkOption {
-      type = types.listOf types.port;
+      type = types.listOf port;
       default = lib.range 8080 8089;
-      description = "Ports to serve, one socket unit (lodis@PORT.socket) each.";
+      description = "Ports to serve (1-65535, each once), one socket unit (lodis@PORT.socket) each.";
     };
 
     listenAddress = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr address;
       default = null;
       example = "127.0.0.1";
       description = "Address the ports listen on; null listens on every address.";
     };
 
     idleTimeout = mkOption {
-      type = types.nullOr (types.strMatching "0|([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+");
+      type = types.nullOr duration;
       default = null;
       example = "5m";
       description = ''
@@ -132,16 +170,37 @@ in
         across every port, served by the virtual host `lodis`.
       '';
     };
+
+    nginx.upstreamHosts = mkOption {
+      type = types.listOf host;
+      default = [ ];
+      example = [ "10.0.0.2" "10.0.0.3" "10.0.0.4" ];
+      description = ''
+        Hosts whose lodis ports nginx balances over, each serving the same
+        `ports` as this one (listening where this host's nginx reaches them,
+        see listenAddress and openFirewall). Empty: this host only, through
+        listenAddress (loopback when that is null or a wildcard). To include
+        this host, list its address too.
+      '';
+    };
   };
 
   config = mkIf cfg.enable (mkMerge [
     {
       assertions = [
         {
-          assertion = lib.unique cfg.ports == cfg.ports;
-          message = "services.lodis.ports lists a port more than once: ${builtins.toJSON cfg.ports}";
+          assertion = duplicates cfg.ports == [ ];
+          message = "services.lodis.ports lists a port more than once: ${builtins.toJSON (duplicates cfg.ports)} in ${builtins.toJSON cfg.ports}";
+        }
+        {
+          assertion = duplicates cfg.nginx.upstreamHosts == [ ];
+          message = "services.lodis.nginx.upstreamHosts lists a host more than once: ${builtins.toJSON (duplicates cfg.nginx.upstreamHosts)}";
         }
       ];
+
+      # The lodis command (lodis status, lodis releases, ...) and, through
+      # the polkit module's environment.pathsToLink, the polkit rule.
+      environment.systemPackages = [ cfg.package ];
 
       systemd.packages = [ cfg.package ];
       systemd.tmpfiles.packages = [ tmpfiles ];
@@ -169,7 +228,12 @@ in
         systemd.services.lodis-supervisor = {
           overrideStrategy = "asDropin";
           wantedBy = wantedBy "lodis-supervisor.service";
+        } // lib.optionalAttrs (probeAllow != [ ]) {
+          serviceConfig.IPAddressAllow = probeAllow;
         };
+        # The supervisor (User=lodis) starts, restarts and resets lodis
+        # units only as the package's polkit rule allows.
+        security.polkit.enable = true;
       } else {
         warnings = [ "services.lodis.supervisor.enable: this lodis source has no lodis-supervisor.service yet" ];
       }
@@ -193,7 +257,7 @@ in
     (mkIf cfg.nginx.enable {
       services.nginx = {
         enable = true;
-        upstreams.lodis.servers = builtins.listToAttrs (map (p: lib.nameValuePair (upstream p) { }) cfg.ports);
+        upstreams.lodis.servers = builtins.listToAttrs (map (s: lib.nameValuePair s { }) upstreams);
         virtualHosts.lodis.locations."/".proxyPass = "http://lodis";
       };
     })

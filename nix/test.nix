@@ -1,7 +1,8 @@
 # test.nix is the NixOS VM test of services.lodis: it boots a NixOS machine
 # with the module and checks, as an operator would: the sockets listen, no
 # worker runs before the first request, a request is answered and starts the
-# worker, the supervisor is active, and an idle worker exits while its port
+# worker, the supervisor is active, polkit lets user lodis (the supervisor's)
+# restart lodis units and no other, and an idle worker exits while its port
 # keeps listening.
 #
 # It needs real Nix with KVM (nix flake check, or nix build .#checks.<system>.vm);
@@ -43,6 +44,12 @@ pkgs.testers.runNixOSTest {
 
     with subtest("the supervisor is active"):
         machine.wait_for_unit("lodis-supervisor.service")
+
+    with subtest("polkit lets user lodis act on lodis units, and on no other"):
+        machine.wait_for_unit("polkit.service")
+        machine.succeed("test -f /run/current-system/sw/share/polkit-1/rules.d/50-lodis.rules")
+        machine.succeed("runuser -u lodis -- systemctl --no-ask-password restart lodis@8081.socket")
+        machine.fail("runuser -u lodis -- systemctl --no-ask-password restart systemd-journald.service")
 
     with subtest("an idle worker exits and its port keeps listening"):
         machine.wait_until_fails("systemctl is-active lodis@8080.service", timeout=30)

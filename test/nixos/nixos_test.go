@@ -1,9 +1,12 @@
-// Package nixos checks the Nix side of lodis with Debian's nix-bin, without
-// nixpkgs or a store: every .nix file parses, nix/package.nix's vendorHash is
-// the hash of `go mod vendor`, and nix/module.nix, evaluated with the
-// stand-in lib (nix/lib-stub.nix through nix/eval-module.nix), asks for
-// exactly the units in units/ with the settings it was given. Building the
-// package and the VM test (nix/test.nix) need real Nix; see README.md.
+// Package nixos checks the Nix side of lodis with Debian's nix-bin and no
+// store: every .nix file parses, nix/package.nix's vendorHash is the hash of
+// `go mod vendor`, and nix/module.nix asks for exactly the units in units/
+// with the settings it was given, evaluated twice over: with the stand-in
+// lib (nix/lib-stub.nix through nix/eval-module.nix), and inside a real
+// NixOS evaluation, nixpkgs' lib/ and nixos/ from the snapshot beside the
+// repository (nix/eval-nixos.nix; realeval_test.go finds the snapshot, and
+// says so when there is none). Building the package and the VM test
+// (nix/test.nix) need real Nix; see README.md.
 package nixos
 
 import (
@@ -100,6 +103,14 @@ type evalResult struct {
 			} `json:"locations"`
 		} `json:"virtualHosts"`
 	} `json:"nginx"`
+	Security struct {
+		Polkit struct {
+			Enable bool `json:"enable"`
+		} `json:"polkit"`
+	} `json:"security"`
+	Environment struct {
+		SystemPackages []string `json:"systemPackages"`
+	} `json:"environment"`
 	Warnings []string `json:"warnings"`
 }
 
@@ -241,7 +252,7 @@ func TestNixFilesParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	files = append(files, filepath.Join(repo, "flake.nix"))
-	for _, want := range []string{"package.nix", "module.nix", "test.nix", "lib-stub.nix", "eval-module.nix"} {
+	for _, want := range []string{"package.nix", "module.nix", "test.nix", "lib-stub.nix", "eval-module.nix", "eval-nixos.nix", "stand-in-pkgs.nix", "hive.nix"} {
 		if !slices.Contains(files, filepath.Join(repo, "nix", want)) {
 			t.Errorf("nix/%s is missing", want)
 		}
@@ -471,26 +482,20 @@ func TestModuleDisabled(t *testing.T) {
 	}
 }
 
-// TestModuleRejectsBadInput expects a clear error for each bad setting.
+// TestModuleRejectsBadInput expects a clear error for each bad setting,
+// worded as nixpkgs' lib words it (badInputs).
 func TestModuleRejectsBadInput(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		settings map[string]any
-		want     string
-	}{
-		{"port not a number", map[string]any{"ports": []any{"x"}}, "option `services.lodis.ports' is not of type"},
-		{"port too large", map[string]any{"ports": []int{70000}}, "option `services.lodis.ports' is not of type"},
-		{"address not a string", map[string]any{"listenAddress": 5}, "option `services.lodis.listenAddress' is not of type"},
-		{"idle timeout not a duration", map[string]any{"idleTimeout": "soon"}, "option `services.lodis.idleTimeout' is not of type"},
-		{"argument with a space", map[string]any{"extraArgs": []string{"--log-level debug"}}, "option `services.lodis.extraArgs' is not of type"},
-		{"unknown option", map[string]any{"prots": []int{1}}, "The option `services.lodis.prots' does not exist"},
-		{"port twice", map[string]any{"ports": []int{18470, 18470}}, "services.lodis.ports lists a port more than once"},
-	} {
+	for _, tc := range badInputs() {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.settings["enable"] = true
 			_, err := eval(t, lodis(tc.settings), "")
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("got %v, want an error saying %q", err, tc.want)
+			if err == nil {
+				t.Fatalf("%v accepted, want an error saying %q", tc.settings, tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got %v\nwant an error saying %q", err, w)
+				}
 			}
 		})
 	}

@@ -16,20 +16,25 @@ type unit map[string]map[string][]string
 // its lines the way systemd does for the keys the tests compare: `Key=`
 // with an empty value resets the list.
 func parseUnit(name string) (unit, error) {
-	f, err := os.Open(filepath.Join(repo, "units", name))
-	if err != nil {
-		return nil, fmt.Errorf("unit %s: %w", name, err)
-	}
-	defer f.Close()
-	opts, err := sdunit.DeserializeOptions(f)
+	b, err := os.ReadFile(filepath.Join(repo, "units", name))
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: %w", name, err)
 	}
 	u := unit{}
-	for _, o := range opts {
-		u.set(o.Section, o.Name, o.Value)
+	return u, scanUnit(name, string(b), u.set)
+}
+
+// scanUnit calls set for each `Key=value` of unit text (a unit file or a
+// drop-in), in order, with its section, as go-systemd's parser reads it.
+func scanUnit(name, text string, set func(section, key, value string)) error {
+	opts, err := sdunit.DeserializeOptions(strings.NewReader(text))
+	if err != nil {
+		return fmt.Errorf("unit %s: %w", name, err)
 	}
-	return u, nil
+	for _, o := range opts {
+		set(o.Section, o.Name, o.Value)
+	}
+	return nil
 }
 
 func (u unit) set(section, key, value string) {
