@@ -147,6 +147,8 @@ func coldStage(ctx context.Context, e *env) ([]report.Table, error) {
 		}
 		t.Rows = append(t.Rows, row)
 	}
+	e.figures[figColdP50], e.figures[figColdP99] = vs[0].s.pct(50), vs[0].s.pct(99)
+	e.figures[figColdPlainP50] = vs[1].s.pct(50)
 	tables := []report.Table{t}
 	if e.plan.ablationSamples == 0 {
 		const why = "skipped in a quick run (it takes a few minutes); `make bench` runs it"
@@ -274,22 +276,23 @@ type hardeningGroup struct {
 func (g hardeningGroup) has(key string) bool { return contains(g.keys, key) }
 
 // hardeningGroups are the groups of table 1c. DynamicUser= implies
-// ProtectSystem=strict, ProtectHome=read-only and PrivateTmp=yes, so it goes
-// with the mount namespace; the seccomp group lists the settings systemd
-// implements as seccomp filters.
+// ProtectSystem=strict and PrivateTmp=yes, so it goes with the mount
+// namespace, as does the worker's own root (RootDirectory= with its bind
+// mounts); the seccomp group lists the settings systemd implements as
+// seccomp filters; PrivateNetwork= is a network namespace of its own.
 var hardeningGroups = []hardeningGroup{
-	{"mount namespace", []string{"DynamicUser", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
-		"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc",
-		"ProcSubset", "PrivateIPC", "PrivateUsers", "ProtectHostname"}},
-	{"seccomp", []string{"SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies", "RestrictNamespaces",
-		"RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute", "ProtectClock"}},
+	{"mount namespace", mountKeys},
+	{"seccomp", seccompKeys},
 	{"SystemCallFilter", []string{"SystemCallFilter"}},
-	{"both", []string{"DynamicUser", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
-		"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc",
-		"ProcSubset", "PrivateIPC", "PrivateUsers", "ProtectHostname", "SystemCallFilter", "SystemCallArchitectures",
-		"RestrictAddressFamilies", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
-		"MemoryDenyWriteExecute", "ProtectClock"}},
+	{"both", append(append([]string{}, mountKeys...), seccompKeys...)},
 }
+
+var (
+	mountKeys = []string{"DynamicUser", "RootDirectory", "ProtectSystem", "PrivateTmp", "PrivateDevices",
+		"TemporaryFileSystem", "ProtectControlGroups", "ProtectProc", "ProcSubset", "PrivateIPC", "PrivateUsers"}
+	seccompKeys = []string{"SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies", "RestrictNamespaces",
+		"RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute"}
+)
 
 // sampleVariants writes the variants' unit files, enables their ports,
 // takes the plan's ablation samples of each, interleaved, then disables the

@@ -65,6 +65,14 @@ func (e *env) writeUnits(ctx context.Context, files map[string]string) error {
 		if err := e.m.WriteFile(path, []byte(body), 0o644); err != nil {
 			return err
 		}
+		if port, ok := variantPort(path); ok {
+			// The template's worker drop-in applies to every instance,
+			// a unit file of its own or not: an empty drop-in of the same
+			// name in /etc masks it for this port.
+			if err := e.m.WriteFile(dropIn(port, strings.TrimSuffix(unitfiles.WorkerDropIn, ".conf")), nil, 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	_, err := e.m.Systemctl(ctx, "daemon-reload")
 	return err
@@ -166,15 +174,21 @@ func (o option) key() string {
 // together groups settings that only make sense with another one: the key
 // is shown and measured as part of the value's option.
 var together = map[string]string{"User": "DynamicUser", "AmbientCapabilities": "CapabilityBoundingSet",
-	"SystemCallErrorNumber": "SystemCallFilter"}
+	"SystemCallErrorNumber": "SystemCallFilter", "TasksMax": "MemoryMax",
+	"MountAPIVFS": "RootDirectory", "BindReadOnlyPaths": "RootDirectory"}
 
-// readUnit reads the installed worker template from the machine.
+// readUnit reads the installed worker template from the machine: the
+// template itself and its worker drop-in, which holds the [Service] section.
 func (e *env) readUnit() (*unitFile, error) {
-	b, err := os.ReadFile(filepath.Join(e.m.Root, templateUnit))
-	if err != nil {
-		return nil, fmt.Errorf("read the installed worker unit: %w", err)
+	var text []byte
+	for _, p := range []string{templateUnit, templateUnit + ".d/" + unitfiles.WorkerDropIn} {
+		b, err := os.ReadFile(filepath.Join(e.m.Root, p))
+		if err != nil {
+			return nil, fmt.Errorf("read the installed worker unit: %w", err)
+		}
+		text = append(append(text, b...), '\n')
 	}
-	return parseUnit(string(b))
+	return parseUnit(string(text))
 }
 
 func parseUnit(text string) (*unitFile, error) {
@@ -264,6 +278,15 @@ func instanceUnit(port int) string {
 	return "/etc/systemd/system/" + serviceUnit(port)
 }
 
+// variantPort returns the port of an instanceUnit path.
+func variantPort(path string) (int, bool) {
+	var port int
+	if _, err := fmt.Sscanf(path, "/etc/systemd/system/lodis@%d.service", &port); err != nil || instanceUnit(port) != path {
+		return 0, false
+	}
+	return port, true
+}
+
 // dropIn is the path of a drop-in for one port's worker.
 func dropIn(port int, name string) string {
 	return fmt.Sprintf("/etc/systemd/system/%s.d/%s.conf", serviceUnit(port), name)
@@ -271,7 +294,7 @@ func dropIn(port int, name string) string {
 
 // execStart is a drop-in body replacing the worker's command line.
 func execStart(args string) string {
-	return "[Service]\nExecStart=\nExecStart=/var/lib/lodis/current serve --port %i " + args + "\n"
+	return "[Service]\nExecStart=\nExecStart=/usr/bin/lodis exec-app -- serve --port %i " + args + "\n"
 }
 
 // unitPIDs returns the PIDs, as the machine sees them, of every process in

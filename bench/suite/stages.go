@@ -33,6 +33,7 @@ const (
 	titleChaos      = "5. Chaos: workers aborting at random, through nginx vs direct"
 	titleKill       = "5b. Detection to serving after kill -9"
 	titleSupRSS     = "5c. Supervisor footprint"
+	titleGoals      = "6. Upgrades nobody sees, a sandbox that costs little: the goals in one place"
 )
 
 var allStages = []stage{
@@ -46,6 +47,8 @@ var allStages = []stage{
 		estimate: func(q bool) time.Duration { return pick(q, 40*time.Second, 80*time.Second) }, run: upgradeStage},
 	{name: "chaos", title: "chaos", titles: []string{titleChaos, titleKill, titleSupRSS},
 		estimate: func(q bool) time.Duration { return pick(q, 25*time.Second, 85*time.Second) }, run: chaosStage},
+	{name: "goals", title: "the goals in one place", titles: []string{titleGoals},
+		estimate: func(q bool) time.Duration { return 3 * time.Second }, run: goalsStage},
 }
 
 // StageNames lists the stages in the order they run, for Options.Stages.

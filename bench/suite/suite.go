@@ -181,6 +181,9 @@ type env struct {
 	// others is the number of other test machines running on the host when
 	// this one booted: the run shares the CPUs with them.
 	others int
+	// figures are what the stages measured for the goals table, by key
+	// (fig* constants).
+	figures map[string]float64
 }
 
 // features are the parts of lodis that other stages depend on, as found
@@ -207,7 +210,7 @@ func setup(ctx context.Context, o Options) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scratch dir: %w", err)
 	}
-	e := &env{quick: o.Quick, plan: planFor(o.Quick), repo: o.Repo, out: o.OutDir, tmp: tmp,
+	e := &env{figures: map[string]float64{}, quick: o.Quick, plan: planFor(o.Quick), repo: o.Repo, out: o.OutDir, tmp: tmp,
 		lodis: filepath.Join(o.Repo, "bin", "lodis")}
 	// The upgrade stage drops binaries built from this tree: build them
 	// while the machine boots.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"net"
 	"slices"
-	"time"
 
+	"github.com/lodis/lodis/internal/appconf"
 	"github.com/lodis/lodis/internal/health"
+	"github.com/lodis/lodis/internal/release"
+	"github.com/lodis/lodis/internal/sockets"
 	"github.com/lodis/lodis/internal/systemd"
 )
 
@@ -21,10 +23,11 @@ type Systemd struct {
 	// connection of the moment, so that a roll-out goes on over a new
 	// connection after a reconnection. An error while there is none.
 	Conn func(ctx context.Context) (systemd.Units, error)
-	// ProbeTimeout bounds one health check; default health.DefaultTimeout.
-	ProbeTimeout time.Duration
-	// Supervisor is the supervisor's unit; default systemd.SupervisorUnit.
-	Supervisor string
+	// App says where and how long a worker's health is checked (HealthPath,
+	// HealthTimeout).
+	App appconf.Config
+	// Store tells which release a worker process runs.
+	Store *release.Store
 
 	health *health.Client
 	close  func()
@@ -48,12 +51,12 @@ func (s *Systemd) Close() {
 	}
 }
 
-func (s *Systemd) units(ctx context.Context, pattern string, states ...string) ([]string, error) {
+func (s *Systemd) units(ctx context.Context, patterns []string, states ...string) ([]string, error) {
 	u, err := s.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	us, err := u.ListUnits(ctx, pattern)
+	us, err := u.ListUnits(ctx, patterns...)
 	if err != nil {
 		return nil, err
 	}
@@ -67,14 +70,29 @@ func (s *Systemd) units(ctx context.Context, pattern string, states ...string) (
 	return out, nil
 }
 
-// Running implements Ops: lodis@*.service units active, activating or reloading.
+// Running implements Ops: the ports whose lodis@PORT.service or
+// lodis-alt@PORT.service is active, activating or reloading.
 func (s *Systemd) Running(ctx context.Context) ([]string, error) {
-	return s.units(ctx, systemd.WorkerPattern, "active", "activating", "reloading")
+	us, err := s.units(ctx, []string{systemd.WorkerPattern, systemd.AltPattern}, serving...)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, u := range us {
+		if p := systemd.ServiceUnit(systemd.PortOf(u)); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	systemd.SortUnits(out)
+	return out, nil
 }
+
+// serving are the ActiveStates of a unit that serves its port.
+var serving = []string{"active", "activating", "reloading"}
 
 // Listening implements Ops: the services of lodis@*.socket units that are active.
 func (s *Systemd) Listening(ctx context.Context) ([]string, error) {
-	socks, err := s.units(ctx, systemd.SocketPattern, "active")
+	socks, err := s.units(ctx, []string{systemd.SocketPattern}, "active")
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +100,12 @@ func (s *Systemd) Listening(ctx context.Context) ([]string, error) {
 		socks[i] = systemd.ServiceUnit(systemd.PortOf(u))
 	}
 	return socks, nil
+}
+
+// Workers implements Ops: which of the port's two worker units serve it.
+func (s *Systemd) Workers(ctx context.Context, u string) ([]string, error) {
+	port := systemd.PortOf(u)
+	return s.units(ctx, []string{systemd.ServiceUnit(port), systemd.AltUnit(port)}, serving...)
 }
 
 // Restart implements Ops with a try-restart job. A failed unit is reset
@@ -97,81 +121,101 @@ func (s *Systemd) Restart(ctx context.Context, unit string) error {
 	return u.TryRestartUnit(ctx, unit)
 }
 
-// RestartSupervisor implements Ops. With wait true (the caller is lodis
-// upgrade) a supervisor unit that runs is restarted, one that does not is
-// left alone. With wait false the caller is the supervisor itself: the
-// restart is only queued (the job stops the caller), and it is refused with
-// an error when this process is not the unit's main process — a supervisor
-// started by hand must not restart the unit's.
-//
-// Before restarting, the unit's start counter is reset (ResetFailedUnit on
-// the running unit): the unit's start limit (StartLimitBurst=) is there to
-// end a crash loop, and a deliberate restart onto a release is not a crash.
-// Without the reset a few roll-outs in a minute, plus a crash or two, would
-// make systemd refuse the restart and leave no supervisor running. A failed
-// reset does not keep the restart from being tried.
-func (s *Systemd) RestartSupervisor(ctx context.Context, wait bool) error {
-	name := s.Supervisor
-	if name == "" {
-		name = systemd.SupervisorUnit
-	}
-	units, err := s.Conn(ctx)
+// Start implements Ops with a start job, after resetting a failed unit.
+func (s *Systemd) Start(ctx context.Context, unit string) error {
+	u, err := s.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	u, err := units.UnitState(ctx, name)
-	if wait {
-		if err != nil || u.ActiveState != "active" {
-			return nil
-		}
-		reset := s.resetStarts(ctx, units, name)
-		if err := units.TryRestartUnit(ctx, name); err != nil {
-			return errors.Join(err, reset)
-		}
-		return nil
+	if st, err := u.UnitState(ctx, unit); err == nil && st.ActiveState == "failed" {
+		u.ResetFailedUnit(ctx, unit)
 	}
+	return u.StartUnit(ctx, unit)
+}
+
+// Stop implements Ops with a stop job: SIGTERM, the app's drain, at most the
+// unit's TimeoutStopSec.
+func (s *Systemd) Stop(ctx context.Context, unit string) error {
+	u, err := s.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	if u.ActiveState != "active" || int(u.MainPID) != os.Getpid() {
-		return fmt.Errorf("this process (pid %d) is not the main process of %s (%s, pid %d): not restarting it", os.Getpid(), name, u.State(), u.MainPID)
-	}
-	reset := s.resetStarts(ctx, units, name)
-	// systemd may stop this process — cancelling ctx — before its answer
-	// to the call arrives: the call must not be cut short by that.
-	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := units.EnqueueRestartUnit(qctx, name); err != nil {
-		return errors.Join(err, reset)
-	}
-	return nil
+	return u.StopUnit(ctx, unit)
 }
 
-// resetStarts resets unit's start counter. A failure is returned for the
-// caller to report only if the restart fails too: the restart is tried
-// either way.
-func (s *Systemd) resetStarts(ctx context.Context, units systemd.Units, unit string) error {
-	if err := units.ResetFailedUnit(ctx, unit); err != nil {
-		return fmt.Errorf("reset the start counter of %s first: %w", unit, err)
-	}
-	return nil
-}
+// errOtherUnit is a health answer that came from the other unit of the port.
+var errOtherUnit = errors.New("answered by the other worker of the port")
 
-// Health implements Ops: the health report of the worker behind unit's
-// socket, dialled at the address the socket listens on.
-func (s *Systemd) Health(ctx context.Context, unit string) (health.Report, error) {
+// checkTries bounds the connections Check makes to reach one of two
+// workers that accept on the same socket (the kernel hands each
+// connection to whichever accepts first).
+const checkTries = 16
+
+// Check implements Ops: the health answer of unit's worker, dialled at the
+// address the port's socket listens on, on the app's health path; then the
+// release of the unit's main process (release.Store.ReleaseOf). While the
+// port's other unit runs too, each answer's connection is traced to the
+// process that accepted it (sockets.Owner), and answers from the other
+// unit are not counted.
+func (s *Systemd) Check(ctx context.Context, unit string) (Worker, error) {
 	if s.health == nil {
-		s.health = &health.Client{Timeout: s.ProbeTimeout, UserAgent: "lodis-rollout"}
+		s.health = &health.Client{Timeout: s.App.HealthTimeout, UserAgent: "lodis-rollout"}
 	}
 	port := systemd.PortOf(unit)
 	u, err := s.Conn(ctx)
 	if err != nil {
-		return health.Report{}, err
+		return Worker{}, err
 	}
 	listen, err := u.ListenAddress(ctx, systemd.SocketUnit(port))
 	if err != nil {
-		return health.Report{}, err
+		return Worker{}, err
 	}
-	r, _, err := s.health.Get(ctx, listen, port)
-	return r, err
+	other := otherUnit(unit)
+	others, err := u.UnitPIDs(ctx, other)
+	if err != nil {
+		return Worker{}, err
+	}
+	var h health.Report
+	switch {
+	case len(others) == 0:
+		// Nothing else accepts on the socket: the answer is unit's (or
+		// activates it).
+		h, _, err = s.health.Get(ctx, listen, port, s.App.HealthPath)
+	default:
+		for range checkTries {
+			h, _, err = s.health.GetHeld(ctx, listen, port, s.App.HealthPath, func(local, remote net.Addr) error {
+				pids, err := u.UnitPIDs(ctx, unit)
+				if err != nil {
+					return err
+				}
+				pid, err := sockets.Owner(local, remote, pids)
+				if errors.Is(err, sockets.ErrNoOwner) || (err == nil && pid == 0) {
+					return errOtherUnit
+				}
+				return err
+			})
+			if !errors.Is(err, errOtherUnit) {
+				break
+			}
+		}
+		if errors.Is(err, errOtherUnit) {
+			return Worker{}, fmt.Errorf("%s: %d health checks in a row %v (%s)", unit, checkTries, err, other)
+		}
+	}
+	var syn *health.SyntaxError
+	if err != nil && !errors.As(err, &syn) {
+		return Worker{}, err
+	}
+	st, err := u.UnitState(ctx, unit)
+	if err != nil {
+		return Worker{}, err
+	}
+	if st.MainPID == 0 {
+		return Worker{}, fmt.Errorf("%s runs no process", unit)
+	}
+	w := Worker{PID: st.MainPID, Version: h.Version}
+	if s.Store != nil {
+		w.Release = s.Store.ReleaseOf(int(st.MainPID))
+	}
+	return w, nil
 }

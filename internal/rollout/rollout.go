@@ -9,21 +9,32 @@
 //  2. Plan: the worker units running now (lodis@PORT.service), in port order.
 //     When none runs, the first listening socket is the canary: probing it
 //     starts a worker on the new release.
-//  3. Canary: the first unit is restarted (systemd try-restart: stop with
-//     drain, start, wait for READY=1) and must report the new SHA-256 on
-//     /__/health within HealthTimeout. It is then watched for CanarySoak
-//     (default 5 s): every answer must be healthy, from the new release, and
-//     from the same process (a restart during the soak is a crash).
-//  4. The rest, one at a time: restart, then the new SHA-256 on /__/health
-//     before the next one goes. A last sweep restarts any running worker still
-//     on another release.
-//  5. The supervisor unit, last (see Runner.SupervisorIsSelf).
+//  3. Canary: the first port's worker is replaced, and the new worker must
+//     run the new release and answer its health check within HealthTimeout.
+//     With Overlap, the port's other unit (lodis-alt@PORT.service for
+//     lodis@PORT.service, and back) is started beside the old worker,
+//     sharing the port's socket, so that the old worker accepts while the
+//     new one starts; the old one is stopped (it drains) once the new one
+//     answered healthy, so two releases share a port for no longer than the
+//     start, the check and the drain. Without Overlap the unit is restarted
+//     in place (systemd try-restart: stop with drain, start). The canary is
+//     then watched for CanarySoak (default 5 s): every answer must be
+//     healthy, from the new release, and from the same process (a restart
+//     during the soak is a crash).
+//  4. The rest, one at a time: replaced, the new release healthy before the
+//     next one goes. A last sweep replaces any running worker still on
+//     another release.
 //
-// Any failure before the end — a restart job that fails, a health check that
+// Which release a worker runs is read from what its process executes
+// (Ops.Check), never asked of the app. The supervisor is not part of a
+// roll-out: it runs the installed lodis, upgraded by the package manager.
+//
+// Any failure before the end — a start job that fails, a health check that
 // fails or times out, a canary that restarts — rolls back: current is flipped
-// back, every instance already moved (and the one being moved) is restarted
-// and must report the old release again, the new release is marked rejected
-// with the reason. Every step is an Event.
+// back, a new worker still beside its old one is stopped (the old one never
+// stopped serving), every port already moved is replaced again and must
+// report the old release, and the new release is marked rejected with the
+// reason. Every step is an Event.
 //
 // Progress is persisted (Persister) after every step, so a roll-out whose
 // driver was killed is taken up by the next one (Runner.Run on the loaded
@@ -35,6 +46,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +55,7 @@ import (
 
 	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/internal/health"
+	"github.com/lodis/lodis/internal/systemd"
 )
 
 // Phase is where a roll-out stands.
@@ -50,9 +63,12 @@ type Phase string
 
 // Phases, in the order a roll-out goes through them.
 const (
-	PhasePending     Phase = "pending"      // planned, nothing changed yet
-	PhaseRolling     Phase = "rolling"      // current flipped; moving workers one by one
-	PhaseSupervisor  Phase = "supervisor"   // workers moved; restarting the supervisor
+	PhasePending Phase = "pending" // planned, nothing changed yet
+	PhaseRolling Phase = "rolling" // current flipped; moving workers one by one
+	// PhaseSupervisor is where an older lodis restarted its supervisor
+	// onto the new release, after the workers; a State found in it is
+	// finished at once.
+	PhaseSupervisor  Phase = "supervisor"
 	PhaseDone        Phase = "done"         // every running worker is on the new release
 	PhaseRollingBack Phase = "rolling-back" // current flipped back; returning moved workers
 	PhaseRolledBack  Phase = "rolled-back"  // every moved worker is back on the old release
@@ -91,7 +107,11 @@ type State struct {
 	// of the supervisor (Service), kept for a supervisor that takes it up.
 	CanarySoak    Duration `json:"canary_soak,omitempty"`
 	HealthTimeout Duration `json:"health_timeout,omitempty"`
-	Events        []Event  `json:"events"`
+	// DriverPID is the process driving the roll-out (root's lodis upgrade
+	// or lodis rollback), so that the supervisor can tell one whose driver
+	// died and have root take it up.
+	DriverPID int     `json:"driver_pid,omitempty"`
+	Events    []Event `json:"events"`
 }
 
 // NewState plans a roll-out of kind from release from to release to.
@@ -116,21 +136,43 @@ type Event struct {
 const maxEvents = 200
 
 // Ops is how a roll-out acts on the machine; Systemd is the real one.
+//
+// A roll-out names each port by its worker unit, lodis@PORT.service (the
+// port unit); the port may be served by that unit or by its alternate,
+// lodis-alt@PORT.service, which shares the port's socket, or by both while
+// one replaces the other. Methods that take "unit" act on exactly that unit.
 type Ops interface {
-	// Running lists the worker units that run now, in port order.
+	// Running lists the port units of the ports that have a worker running
+	// now (either unit), in port order.
 	Running(ctx context.Context) ([]string, error)
-	// Listening lists the worker units whose socket is listening, in port order.
+	// Listening lists the port units whose socket is listening, in port order.
 	Listening(ctx context.Context) ([]string, error)
+	// Workers lists the units that serve the port of port unit u now
+	// (running, not stopping): none, one, or both during a replacement.
+	Workers(ctx context.Context, u string) ([]string, error)
 	// Restart restarts unit if it runs (try-restart: an idle unit stays
 	// idle) and waits for the job; an error when the job did not succeed.
 	Restart(ctx context.Context, unit string) error
-	// Health fetches the health report of the port unit serves. An answer
-	// other than 200 is an error; a *health.StatusError when the worker
-	// answered.
-	Health(ctx context.Context, unit string) (health.Report, error)
-	// RestartSupervisor restarts the supervisor if it runs. wait=false only
-	// queues the job (the caller is the supervisor and will be stopped).
-	RestartSupervisor(ctx context.Context, wait bool) error
+	// Start starts unit beside whatever serves its port, sharing the
+	// socket, and waits until systemd counts it started (the app's
+	// READY=1, or its exec for an app that sends none).
+	Start(ctx context.Context, unit string) error
+	// Stop stops unit and waits until it has drained and exited.
+	Stop(ctx context.Context, unit string) error
+	// Check asks unit for its health and tells which process answered and
+	// which release that process runs. The answer must come from unit's
+	// own processes, not from another unit sharing the socket; for a port
+	// unit whose port runs nothing, the check's connection activates it.
+	// The error is for no answer from unit, or an unhealthy one (a
+	// *health.StatusError when the worker answered other than 2xx).
+	Check(ctx context.Context, unit string) (Worker, error)
+}
+
+// Worker is a worker process as Ops.Check found it.
+type Worker struct {
+	PID     uint32
+	Release string // the SHA-256 of the release it runs; "" when it runs none in the store
+	Version string // the health answer's "version", when it has one
 }
 
 // Releases is the release store as a roll-out needs it (release.Store).
@@ -155,13 +197,16 @@ type Runner struct {
 	CanarySoak time.Duration
 	// ProbeInterval is the pause between health probes; default 250 ms.
 	ProbeInterval time.Duration
-	// HealthTimeout is how long a restarted worker has to report the new
-	// release; default 15 s.
+	// HealthTimeout is how long a restarted worker has to run the new
+	// release and answer healthy; default 15 s.
 	HealthTimeout time.Duration
-	// SupervisorIsSelf says the Runner runs inside the supervisor: the
-	// supervisor's restart is queued without waiting, and the next supervisor
-	// finishes the roll-out (Run on the persisted State in PhaseSupervisor).
-	SupervisorIsSelf bool
+	// Overlap replaces each port's worker without a gap: the port's other
+	// unit is started on the new release beside the old worker, sharing its
+	// socket, and the old worker is stopped (drained) only once the new one
+	// answers healthy; a rollback during the overlap just stops the new
+	// unit. Without it a worker is restarted in place, and the port's new
+	// connections wait for the new worker's start.
+	Overlap bool
 	// OnEvent, if set, receives every event as it happens.
 	OnEvent func(Event)
 	// Log receives every event too; default: discard.
@@ -182,10 +227,6 @@ func (e *RolledBackError) Error() string {
 	}
 	return "rolled back: " + e.Reason
 }
-
-// ErrHandedToNextSupervisor is returned by Run when SupervisorIsSelf and the
-// supervisor's own restart was queued: the next supervisor finishes.
-var ErrHandedToNextSupervisor = errors.New("supervisor restart queued; the next supervisor finishes the roll-out")
 
 func (r *Runner) defaults() {
 	if r.CanarySoak <= 0 {
@@ -208,15 +249,16 @@ func (r *Runner) defaults() {
 }
 
 // Run drives st to a terminal phase and returns nil when it is done, a
-// *RolledBackError when it was rolled back, ErrHandedToNextSupervisor (see
-// SupervisorIsSelf), or the context's error when ctx ended first (st is then
-// persisted where it stood and a later Run takes it up).
+// *RolledBackError when it was rolled back, or the context's error when ctx
+// ended first (st is then persisted where it stood and a later Run takes it
+// up).
 //
 // A State in PhasePending starts afresh. A State found in another unfinished
 // phase is a roll-out whose driver stopped: Run resumes it as the package
 // documentation says.
 func (r *Runner) Run(ctx context.Context, st *State) error {
 	r.defaults()
+	st.DriverPID = os.Getpid()
 	switch st.Phase {
 	case PhaseDone:
 		return nil
@@ -231,11 +273,7 @@ func (r *Runner) Run(ctx context.Context, st *State) error {
 		}
 		return r.forward(ctx, st, true)
 	case PhaseSupervisor:
-		if r.SupervisorIsSelf {
-			r.event(st, "resumed", "", "the supervisor runs again after its restart: finishing the roll-out")
-		} else {
-			r.event(st, "resumed", "", "taking up an interrupted roll-out at the supervisor's restart")
-		}
+		r.event(st, "resumed", "", "the workers were moved before an older lodis restarted its supervisor: finishing the roll-out")
 		return r.finish(st)
 	case PhaseRollingBack:
 		r.event(st, "resumed", "", "taking up an interrupted rollback")
@@ -247,6 +285,11 @@ func (r *Runner) Run(ctx context.Context, st *State) error {
 func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 	if !resumed {
 		r.event(st, "started", "", "%s %s → %s", st.Kind, label(st.FromVersion, st.From), label(st.ToVersion, st.To))
+		// Recorded before the flip: whoever sees current move (lodis drop
+		// --wait) finds the roll-out that moves it.
+		if err := r.save(st); err != nil {
+			return err
+		}
 	}
 	// Flipping again on resume is harmless and covers a crash between the
 	// flip and its record.
@@ -276,7 +319,7 @@ func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 	} else {
 		// Whatever was moved before the interruption must still be there.
 		for _, u := range st.Moved {
-			if h, err := r.Ops.Health(ctx, u); err != nil || h.SHA256 != st.To {
+			if !r.portOn(ctx, u, st.To) {
 				st.Moved = slices.DeleteFunc(st.Moved, func(m string) bool { return m == u })
 			}
 		}
@@ -288,14 +331,15 @@ func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 		if slices.Contains(st.Moved, u) {
 			continue
 		}
-		if err := r.move(ctx, st, u); err != nil {
+		w, err := r.move(ctx, st, u)
+		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return r.rollback(ctx, st, err.Error())
 		}
 		if i == 0 && !st.CanaryPassed {
-			if err := r.soak(ctx, st, u); err != nil {
+			if err := r.soak(ctx, st, w); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -313,43 +357,18 @@ func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 		return r.rollback(ctx, st, "list running workers: "+err.Error())
 	}
 	for _, u := range running {
-		if slices.Contains(st.Moved, u) {
-			continue
-		}
-		if h, err := r.Ops.Health(ctx, u); err == nil && h.SHA256 == st.To {
+		if slices.Contains(st.Moved, u) || r.portOn(ctx, u, st.To) {
 			continue
 		}
 		st.Units = append(st.Units, u)
-		if err := r.move(ctx, st, u); err != nil {
+		if _, err := r.move(ctx, st, u); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return r.rollback(ctx, st, err.Error())
 		}
 	}
-	st.Phase = PhaseSupervisor
 	r.event(st, "workers-moved", "", "%d worker(s) on %s", len(st.Moved), buildinfo.ShortSHA(st.To))
-	if err := r.save(st); err != nil {
-		return err
-	}
-	if r.SupervisorIsSelf {
-		r.event(st, "supervisor-restart", "", "restarting the supervisor onto the new release; it finishes the roll-out")
-		r.save(st)
-		if err := r.Ops.RestartSupervisor(ctx, false); err != nil {
-			if ctx.Err() != nil {
-				// Being stopped already: the restart is under way.
-				return ErrHandedToNextSupervisor
-			}
-			r.event(st, "supervisor-restart-failed", "", "%v", err)
-			return r.finish(st)
-		}
-		return ErrHandedToNextSupervisor
-	}
-	if err := r.Ops.RestartSupervisor(ctx, true); err != nil {
-		// The workers are fine; a supervisor that will not restart is the
-		// supervisor's problem, not a reason to roll the workers back.
-		r.event(st, "supervisor-restart-failed", "", "%v", err)
-	}
 	return r.finish(st)
 }
 
@@ -365,69 +384,185 @@ func (r *Runner) finish(st *State) error {
 	return r.save(st)
 }
 
-// move restarts one unit onto st.To and waits for it to say so.
-func (r *Runner) move(ctx context.Context, st *State, u string) error {
+// move puts port unit u's port on st.To and returns the unit that serves it.
+func (r *Runner) move(ctx context.Context, st *State, u string) (string, error) {
 	st.Current = u
 	if err := r.save(st); err != nil {
-		return err
+		return "", err
 	}
-	if h, err := r.Ops.Health(ctx, u); err == nil && h.SHA256 == st.To {
-		r.event(st, "already-moved", u, "already on %s (pid %d)", buildinfo.ShortSHA(st.To), h.PID)
-	} else {
-		r.event(st, "restarting", u, "restarting")
-		if err := r.Ops.Restart(ctx, u); err != nil {
-			return fmt.Errorf("restart %s: %w", u, err)
-		}
-		if _, err := r.waitRelease(ctx, u, st.To); err != nil {
-			return err
-		}
+	w, err := r.converge(ctx, st, u, st.To, "")
+	if err != nil {
+		return "", err
 	}
 	st.Moved = append(st.Moved, u)
 	st.Current = ""
 	r.event(st, "moved", u, "on %s (%d of %d)", buildinfo.ShortSHA(st.To), len(st.Moved), len(st.Units))
-	return r.save(st)
+	return w, r.save(st)
 }
 
-// waitRelease probes u until it reports sha, for at most HealthTimeout.
-// Three answers in a row that are definite but wrong (not healthy, or another
-// release) fail at once; errors reaching the worker are retried.
-func (r *Runner) waitRelease(ctx context.Context, u, sha string) (health.Report, error) {
+// converge makes the port of port unit u served by workers on sha alone,
+// and returns the unit that serves it. Events are named with prefix ("" or
+// "rollback-").
+func (r *Runner) converge(ctx context.Context, st *State, u, sha, prefix string) (string, error) {
+	ws, err := r.Ops.Workers(ctx, u)
+	if err != nil {
+		return "", fmt.Errorf("list the workers of %s: %w", u, err)
+	}
+	var on, off []string
+	for _, w := range ws {
+		if wk, err := r.Ops.Check(ctx, w); err == nil && wk.Release == sha {
+			on = append(on, w)
+		} else {
+			off = append(off, w)
+		}
+	}
+	switch {
+	case len(ws) == 0:
+		// Idle: the check's connection activates the port on current,
+		// which is sha.
+		r.event(st, prefix+"activating", u, "no worker runs: activating %s on %s", u, buildinfo.ShortSHA(sha))
+		if _, err := r.waitRelease(ctx, u, sha); err != nil {
+			return "", err
+		}
+		return u, nil
+	case len(on) > 0:
+		// Already there, or a replacement was interrupted once the new
+		// worker ran: whatever else runs goes.
+		if len(off) == 0 && len(on) == 1 {
+			r.event(st, prefix+"already-moved", u, "already on %s (%s)", buildinfo.ShortSHA(sha), on[0])
+		}
+		return on[0], r.stop(ctx, st, prefix, append(off, on[1:]...))
+	case !r.Overlap:
+		for _, w := range off {
+			r.event(st, prefix+"restarting", w, "restarting onto %s", buildinfo.ShortSHA(sha))
+			if err := r.Ops.Restart(ctx, w); err != nil {
+				return "", fmt.Errorf("restart %s: %w", w, err)
+			}
+		}
+		if _, err := r.waitRelease(ctx, off[0], sha); err != nil {
+			return "", err
+		}
+		return off[0], r.stop(ctx, st, prefix, off[1:])
+	}
+	// Both units run and neither is on sha: one of them makes room.
+	if len(off) > 1 {
+		if err := r.stop(ctx, st, prefix, off[1:]); err != nil {
+			return "", err
+		}
+		off = off[:1]
+	}
+	next := otherUnit(off[0])
+	r.event(st, prefix+"starting", next, "starting %s on %s beside %s", next, buildinfo.ShortSHA(sha), off[0])
+	if err := r.Ops.Start(ctx, next); err != nil {
+		r.discard(ctx, st, prefix, next)
+		return "", fmt.Errorf("start %s: %w", next, err)
+	}
+	if _, err := r.waitRelease(ctx, next, sha); err != nil {
+		r.discard(ctx, st, prefix, next)
+		return "", err
+	}
+	r.event(st, prefix+"ready", next, "%s healthy on %s: stopping %s", next, buildinfo.ShortSHA(sha), off[0])
+	return next, r.stop(ctx, st, prefix, off)
+}
+
+// stop stops units, each after its drain.
+func (r *Runner) stop(ctx context.Context, st *State, prefix string, units []string) error {
+	for _, w := range units {
+		r.event(st, prefix+"stopping", w, "stopping %s", w)
+		if err := r.Ops.Stop(ctx, w); err != nil {
+			return fmt.Errorf("stop %s: %w", w, err)
+		}
+	}
+	return nil
+}
+
+// discard stops a new worker that did not make it; the old one beside it
+// never stopped serving.
+func (r *Runner) discard(ctx context.Context, st *State, prefix, unit string) {
+	r.event(st, prefix+"discarding", unit, "stopping %s: the worker beside it serves on", unit)
+	if err := r.Ops.Stop(context.WithoutCancel(ctx), unit); err != nil {
+		r.event(st, prefix+"discard-failed", unit, "stop %s: %v", unit, err)
+	}
+}
+
+// portOn reports whether the port of port unit u is served by workers on
+// sha alone (an idle port is activated to tell).
+func (r *Runner) portOn(ctx context.Context, u, sha string) bool {
+	ws, err := r.Ops.Workers(ctx, u)
+	if err != nil {
+		return false
+	}
+	if len(ws) == 0 {
+		ws = []string{u}
+	}
+	for _, w := range ws {
+		if wk, err := r.Ops.Check(ctx, w); err != nil || wk.Release != sha {
+			return false
+		}
+	}
+	return true
+}
+
+// otherUnit is the unit that takes over from unit: a port's two worker
+// units take turns.
+func otherUnit(unit string) string {
+	port, typ, _ := systemd.ParseUnit(unit)
+	if typ == "alt" {
+		return systemd.ServiceUnit(port)
+	}
+	return systemd.AltUnit(port)
+}
+
+// waitRelease checks u until its worker runs sha and answers healthy, for
+// at most HealthTimeout. Three answers in a row that are definite but wrong
+// (unhealthy, or from another release) fail at once; errors reaching the
+// worker are retried.
+func (r *Runner) waitRelease(ctx context.Context, u, sha string) (Worker, error) {
 	deadline := r.Now().Add(r.HealthTimeout)
 	var last error
 	wrong := 0
 	for {
-		h, err := r.Ops.Health(ctx, u)
+		w, err := r.Ops.Check(ctx, u)
+		var he *health.StatusError
 		switch {
-		case err == nil && h.Status == "ok" && h.SHA256 == sha:
-			return h, nil
+		case err == nil && w.Release == sha:
+			return w, nil
 		case err == nil:
 			wrong++
-			last = fmt.Errorf("reports status %q, release %s", h.Status, buildinfo.ShortSHA(h.SHA256))
+			last = fmt.Errorf("its worker (pid %d) runs release %s", w.PID, label("", w.Release))
+		case errors.As(err, &he):
+			wrong++
+			last = err
 		default:
-			var he *health.StatusError
-			if errors.As(err, &he) {
-				wrong++
-			} else {
-				wrong = 0
-			}
+			wrong = 0
 			last = err
 		}
 		if wrong >= 3 {
-			return h, fmt.Errorf("health check of %s failed: %v", u, last)
+			return w, fmt.Errorf("health check of %s failed: %v", u, last)
 		}
 		if !r.Now().Before(deadline) {
-			return h, fmt.Errorf("health check of %s: no answer from %s within %s: %v", u, buildinfo.ShortSHA(sha), r.HealthTimeout, last)
+			return w, fmt.Errorf("health check of %s: not healthy on %s within %s: %v", u, buildinfo.ShortSHA(sha), r.HealthTimeout, last)
 		}
-		if err := r.sleep(ctx, r.ProbeInterval); err != nil {
-			return h, err
+		// A worker not reached yet (still starting) is asked again soon; a
+		// wrong answer after the full interval.
+		pause := r.ProbeInterval
+		if wrong == 0 {
+			pause = min(pause, startingPause)
+		}
+		if err := r.sleep(ctx, pause); err != nil {
+			return w, err
 		}
 	}
 }
 
+// startingPause is how soon waitRelease asks again a worker it could not
+// reach: one that is starting answers within tens of milliseconds.
+const startingPause = 50 * time.Millisecond
+
 // soak watches the canary for CanarySoak.
 func (r *Runner) soak(ctx context.Context, st *State, u string) error {
 	r.event(st, "canary-soak", u, "watching the canary for %s", r.CanarySoak)
-	first, err := r.Ops.Health(ctx, u)
+	first, err := r.Ops.Check(ctx, u)
 	if err != nil {
 		return fmt.Errorf("canary %s: %w", u, err)
 	}
@@ -437,7 +572,7 @@ func (r *Runner) soak(ctx context.Context, st *State, u string) error {
 		if err := r.sleep(ctx, r.ProbeInterval); err != nil {
 			return err
 		}
-		h, err := r.Ops.Health(ctx, u)
+		w, err := r.Ops.Check(ctx, u)
 		switch {
 		case err != nil:
 			fails++
@@ -445,10 +580,10 @@ func (r *Runner) soak(ctx context.Context, st *State, u string) error {
 				return fmt.Errorf("canary %s failed its health check during the soak: %w", u, err)
 			}
 			continue
-		case h.Status != "ok" || h.SHA256 != st.To:
-			return fmt.Errorf("canary %s reports status %q, release %s during the soak", u, h.Status, buildinfo.ShortSHA(h.SHA256))
-		case h.PID != first.PID:
-			return fmt.Errorf("canary %s restarted during the soak (pid %d → %d)", u, first.PID, h.PID)
+		case w.Release != st.To:
+			return fmt.Errorf("canary %s runs release %s during the soak", u, label("", w.Release))
+		case w.PID != first.PID:
+			return fmt.Errorf("canary %s restarted during the soak (pid %d → %d)", u, first.PID, w.PID)
 		}
 		fails = 0
 	}
@@ -478,19 +613,11 @@ func (r *Runner) rollback(ctx context.Context, st *State, reason string) error {
 	}
 	slices.Reverse(back)
 	for _, u := range back {
-		if h, err := r.Ops.Health(ctx, u); err == nil && h.SHA256 == st.From {
-			r.event(st, "rollback-moved", u, "already on %s", buildinfo.ShortSHA(st.From))
-		} else {
-			r.event(st, "rollback-restarting", u, "restarting onto %s", buildinfo.ShortSHA(st.From))
-			if err := r.Ops.Restart(ctx, u); err != nil {
-				problems = append(problems, fmt.Sprintf("restart %s: %v", u, err))
-			}
-			if _, err := r.waitRelease(ctx, u, st.From); err != nil {
-				problems = append(problems, err.Error())
-				continue
-			}
-			r.event(st, "rollback-moved", u, "back on %s", buildinfo.ShortSHA(st.From))
+		if _, err := r.converge(ctx, st, u, st.From, "rollback-"); err != nil {
+			problems = append(problems, err.Error())
+			continue
 		}
+		r.event(st, "rollback-moved", u, "back on %s", buildinfo.ShortSHA(st.From))
 		st.Moved = slices.DeleteFunc(st.Moved, func(m string) bool { return m == u })
 		if st.Current == u {
 			st.Current = ""
@@ -559,6 +686,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 func label(version, sha string) string {
+	if sha == "" {
+		return "(none in the store)"
+	}
 	if version == "" {
 		return buildinfo.ShortSHA(sha)
 	}

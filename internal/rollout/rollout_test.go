@@ -27,6 +27,8 @@ type world struct {
 	failStart map[string]bool    // releases whose start job fails
 	crashSoak map[string]bool    // releases whose workers restart once while soaking
 	restarts  []string
+	ops       []string // starts and stops, in order
+	mixes     int      // times two releases served one port after a start
 	nextPID   int
 	saved     []State
 	onRestart func(unit string) // test hook, called before a restart
@@ -53,16 +55,24 @@ func newWorld(current string, running []string, idle ...string) *world {
 
 func (w *world) pid() int { w.nextPID++; return w.nextPID }
 
+// list returns the port units of the world's sockets; with running, only
+// those whose port has a worker.
 func (w *world) list(running bool) []string {
 	var out []string
-	for u, wk := range w.units {
-		if !running || wk.running {
+	for u := range w.units {
+		port, typ, _ := systemd.ParseUnit(u)
+		if typ != "service" {
+			continue
+		}
+		if !running || w.runs(u) || w.runs(systemd.AltUnit(port)) {
 			out = append(out, u)
 		}
 	}
 	systemd.SortUnits(out)
 	return out
 }
+
+func (w *world) runs(unit string) bool { wk := w.units[unit]; return wk != nil && wk.running }
 
 func (w *world) Running(context.Context) ([]string, error) {
 	w.mu.Lock()
@@ -74,6 +84,19 @@ func (w *world) Listening(context.Context) ([]string, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.list(false), nil
+}
+
+func (w *world) Workers(_ context.Context, u string) ([]string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	port := systemd.PortOf(u)
+	var out []string
+	for _, unit := range []string{systemd.ServiceUnit(port), systemd.AltUnit(port)} {
+		if w.runs(unit) {
+			out = append(out, unit)
+		}
+	}
+	return out, nil
 }
 
 func (w *world) Restart(_ context.Context, u string) error {
@@ -95,30 +118,75 @@ func (w *world) Restart(_ context.Context, u string) error {
 	return nil
 }
 
-func (w *world) Health(_ context.Context, u string) (health.Report, error) {
+func (w *world) Start(_ context.Context, u string) error {
+	if w.onRestart != nil {
+		w.onRestart(u)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ops = append(w.ops, "start "+u)
+	if w.failStart[w.current] {
+		return errors.New("start job failed")
+	}
+	wk := w.units[u]
+	if wk == nil {
+		wk = &worker{}
+		w.units[u] = wk
+	}
+	if !wk.running {
+		wk.running, wk.sha, wk.pid, wk.probes = true, w.current, w.pid(), 0
+	}
+	w.checkMix()
+	return nil
+}
+
+func (w *world) Stop(_ context.Context, u string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ops = append(w.ops, "stop "+u)
+	if wk := w.units[u]; wk != nil {
+		wk.running = false
+	}
+	return nil
+}
+
+// checkMix counts the ports on which workers of two releases run at once.
+func (w *world) checkMix() {
+	for _, u := range w.list(true) {
+		a, b := w.units[u], w.units[systemd.AltUnit(systemd.PortOf(u))]
+		if a != nil && b != nil && a.running && b.running && a.sha != b.sha {
+			w.mixes++
+		}
+	}
+}
+
+func (w *world) Check(_ context.Context, u string) (Worker, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	wk := w.units[u]
-	if wk == nil {
-		return health.Report{}, errors.New("connection refused")
+	port, typ, _ := systemd.ParseUnit(u)
+	if wk == nil || (!wk.running && typ == "alt") {
+		return Worker{}, errors.New("connection refused")
 	}
-	if !wk.running { // socket activation
+	if !wk.running {
+		if w.runs(systemd.AltUnit(port)) {
+			return Worker{}, errors.New("answered by the other worker of the port")
+		}
+		// socket activation
 		if w.failStart[w.current] {
-			return health.Report{}, errors.New("connection reset by peer")
+			return Worker{}, errors.New("connection reset by peer")
 		}
 		wk.running, wk.sha, wk.pid, wk.probes = true, w.current, w.pid(), 0
 	}
 	wk.probes++
 	if w.unhealthy[wk.sha] {
-		return health.Report{}, &health.StatusError{Status: "503 Service Unavailable", Body: `{"status":"unhealthy"}`}
+		return Worker{}, &health.StatusError{Status: "503 Service Unavailable", Body: `{"status":"unhealthy"}`}
 	}
 	if w.crashSoak[wk.sha] && wk.probes == 4 {
 		wk.pid = w.pid() // crashed and was activated again
 	}
-	return health.Report{Status: "ok", SHA256: wk.sha, PID: wk.pid}, nil
+	return Worker{Release: wk.sha, PID: uint32(wk.pid)}, nil
 }
-
-func (w *world) RestartSupervisor(context.Context, bool) error { return nil }
 
 func (w *world) Activate(sha string) error {
 	w.mu.Lock()
@@ -205,69 +273,177 @@ func TestRollout(t *testing.T) {
 		{name: "start job fails on the canary",
 			running: units(8080, 8081), setup: func(w *world) { w.failStart[newR] = true },
 			// The failed unit needs no restart to go back: its socket starts the old release.
-			wantPhase: PhaseRolledBack, wantOn: oldR, wantRestarts: units(8080), wantReason: "restart job failed"},
+			wantPhase: PhaseRolledBack, wantOn: oldR, wantRestarts: units(8080), wantReason: "job failed"},
 		{name: "canary restarts during its soak",
 			running: units(8080, 8081), setup: func(w *world) { w.crashSoak[newR] = true },
 			wantPhase: PhaseRolledBack, wantOn: oldR, wantRestarts: units(8080, 8080), wantReason: "restarted during the soak"},
 		{name: "the second worker fails: the canary goes back too",
 			running: units(8080, 8081, 8082), setup: func(w *world) {
 				w.onRestart = func(u string) {
-					if u == "lodis@8081.service" && w.current == newR {
+					if systemd.PortOf(u) == "8081" && w.current == newR {
 						w.mu.Lock()
 						w.unhealthy[newR] = true
 						w.mu.Unlock()
 					}
 				}
 			},
-			wantPhase: PhaseRolledBack, wantOn: oldR, wantRestarts: units(8080, 8081, 8081, 8080), wantReason: "lodis@8081.service"},
+			wantPhase: PhaseRolledBack, wantOn: oldR, wantRestarts: units(8080, 8081, 8081, 8080), wantReason: "@8081.service"},
 		{name: "nothing running: the first socket is activated as the canary",
 			idle:      units(8080, 8081),
 			wantPhase: PhaseDone, wantOn: newR, wantRestarts: nil},
 		{name: "nothing running, canary unhealthy",
 			idle: units(8080, 8081), setup: func(w *world) { w.unhealthy[newR] = true },
-			wantPhase: PhaseRolledBack, wantOn: oldR, wantRestarts: units(8080, 8080), wantReason: "503"},
+			// The probe activated the canary on the new release; one restart takes it back.
+			wantPhase: PhaseRolledBack, wantOn: oldR, wantRestarts: units(8080), wantReason: "503"},
 		{name: "no lodis socket at all: the flip is the whole roll-out",
 			wantPhase: PhaseDone, wantOn: newR},
 	} {
+		for _, overlap := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/overlap=%v", tc.name, overlap), func(t *testing.T) {
+				w := newWorld(oldR, tc.running, tc.idle...)
+				if tc.setup != nil {
+					tc.setup(w)
+				}
+				st := NewState(KindUpgrade, oldR, newR, time.Now())
+				r := runner(w)
+				r.Overlap = overlap
+				err := r.Run(context.Background(), st)
+				if st.Phase != tc.wantPhase {
+					t.Fatalf("phase %s (err %v), want %s; events %v", st.Phase, err, tc.wantPhase, eventKinds(st))
+				}
+				if w.current != tc.wantOn {
+					t.Fatalf("current = %.8s, want %.8s", w.current, tc.wantOn)
+				}
+				for u, sha := range w.shas() {
+					if sha != tc.wantOn {
+						t.Errorf("%s runs %.8s, want %.8s: a mix left behind", u, sha, tc.wantOn)
+					}
+				}
+				if overlap {
+					if len(w.restarts) != 0 {
+						t.Errorf("restarts %v with overlap", w.restarts)
+					}
+					for _, u := range w.list(true) {
+						if ws, _ := w.Workers(context.Background(), u); len(ws) != 1 {
+							t.Errorf("port of %s served by %v at the end", u, ws)
+						}
+					}
+				} else if !slices.Equal(w.restarts, tc.wantRestarts) {
+					t.Errorf("restarts %v, want %v", w.restarts, tc.wantRestarts)
+				}
+				var rb *RolledBackError
+				switch tc.wantPhase {
+				case PhaseDone:
+					if err != nil || w.previous != oldR || len(w.rejected) != 0 {
+						t.Errorf("done: err %v, previous %.8s, rejected %v", err, w.previous, w.rejected)
+					}
+				case PhaseRolledBack:
+					if !errors.As(err, &rb) || !strings.Contains(rb.Reason, tc.wantReason) {
+						t.Errorf("err = %v, want a rollback because of %q", err, tc.wantReason)
+					}
+					if !strings.Contains(w.rejected[newR], tc.wantReason) {
+						t.Errorf("new release rejected with %q, want %q", w.rejected[newR], tc.wantReason)
+					}
+				}
+				if len(w.saved) == 0 || w.saved[len(w.saved)-1].Phase != tc.wantPhase {
+					t.Errorf("the final phase was not persisted")
+				}
+			})
+		}
+	}
+}
+
+// overlapRunner is runner with Overlap.
+func overlapRunner(w *world) *Runner { r := runner(w); r.Overlap = true; return r }
+
+// TestOverlap: each port's other unit starts on the new release beside the
+// old worker, which stops only once the new one is healthy; the next
+// roll-out moves the port back to its first unit.
+func TestOverlap(t *testing.T) {
+	w := newWorld(oldR, units(8080, 8081), units(8082)...)
+	st := NewState(KindUpgrade, oldR, newR, time.Now())
+	if err := overlapRunner(w).Run(context.Background(), st); err != nil {
+		t.Fatalf("Run: %v; events %v", err, eventKinds(st))
+	}
+	want := []string{"start lodis-alt@8080.service", "stop lodis@8080.service", "start lodis-alt@8081.service", "stop lodis@8081.service"}
+	if !slices.Equal(w.ops, want) {
+		t.Errorf("ops %v, want %v", w.ops, want)
+	}
+	if len(w.restarts) != 0 {
+		t.Errorf("restarts %v: an overlapping roll-out restarted a worker in place", w.restarts)
+	}
+	if got := w.shas(); len(got) != 2 || got["lodis-alt@8080.service"] != newR || got["lodis-alt@8081.service"] != newR {
+		t.Errorf("running after the roll-out: %v", got)
+	}
+	w.ops = nil
+	back := NewState(KindUpgrade, newR, oldR, time.Now())
+	if err := overlapRunner(w).Run(context.Background(), back); err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	want = []string{"start lodis@8080.service", "stop lodis-alt@8080.service", "start lodis@8081.service", "stop lodis-alt@8081.service"}
+	if !slices.Equal(w.ops, want) {
+		t.Errorf("second roll-out: ops %v, want %v", w.ops, want)
+	}
+}
+
+// TestOverlapRollbackStopsOnlyTheNewWorker: a new worker that fails its
+// check is stopped; the old one beside it never stopped serving.
+func TestOverlapRollbackStopsOnlyTheNewWorker(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(w *world)
+		want  []string
+	}{
+		{"unhealthy", func(w *world) { w.unhealthy[newR] = true },
+			[]string{"start lodis-alt@8080.service", "stop lodis-alt@8080.service"}},
+		{"start job fails", func(w *world) { w.failStart[newR] = true },
+			[]string{"start lodis-alt@8080.service", "stop lodis-alt@8080.service"}},
+		{"crash during the soak", func(w *world) { w.crashSoak[newR] = true },
+			// moved, then the soak failed: the old unit takes the port back the same way
+			[]string{"start lodis-alt@8080.service", "stop lodis@8080.service", "start lodis@8080.service", "stop lodis-alt@8080.service"}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(oldR, tc.running, tc.idle...)
-			if tc.setup != nil {
-				tc.setup(w)
-			}
+			w := newWorld(oldR, units(8080, 8081))
+			tc.setup(w)
 			st := NewState(KindUpgrade, oldR, newR, time.Now())
-			err := runner(w).Run(context.Background(), st)
-			if st.Phase != tc.wantPhase {
-				t.Fatalf("phase %s (err %v), want %s; events %v", st.Phase, err, tc.wantPhase, eventKinds(st))
+			err := overlapRunner(w).Run(context.Background(), st)
+			var rb *RolledBackError
+			if !errors.As(err, &rb) || st.Phase != PhaseRolledBack {
+				t.Fatalf("Run = %v, phase %s; want rolled back", err, st.Phase)
 			}
-			if w.current != tc.wantOn {
-				t.Fatalf("current = %.8s, want %.8s", w.current, tc.wantOn)
+			if !slices.Equal(w.ops, tc.want) {
+				t.Errorf("ops %v, want %v", w.ops, tc.want)
 			}
 			for u, sha := range w.shas() {
-				if sha != tc.wantOn {
-					t.Errorf("%s runs %.8s, want %.8s: a mix left behind", u, sha, tc.wantOn)
+				if sha != oldR {
+					t.Errorf("%s runs %.8s after the rollback", u, sha)
 				}
 			}
-			if !slices.Equal(w.restarts, tc.wantRestarts) {
-				t.Errorf("restarts %v, want %v", w.restarts, tc.wantRestarts)
-			}
-			var rb *RolledBackError
-			switch tc.wantPhase {
-			case PhaseDone:
-				if err != nil || w.previous != oldR || len(w.rejected) != 0 {
-					t.Errorf("done: err %v, previous %.8s, rejected %v", err, w.previous, w.rejected)
-				}
-			case PhaseRolledBack:
-				if !errors.As(err, &rb) || !strings.Contains(rb.Reason, tc.wantReason) {
-					t.Errorf("err = %v, want a rollback because of %q", err, tc.wantReason)
-				}
-				if !strings.Contains(w.rejected[newR], tc.wantReason) {
-					t.Errorf("new release rejected with %q, want %q", w.rejected[newR], tc.wantReason)
-				}
-			}
-			if len(w.saved) == 0 || w.saved[len(w.saved)-1].Phase != tc.wantPhase {
-				t.Errorf("the final phase was not persisted")
+			if !w.runs("lodis@8081.service") || w.units["lodis@8081.service"].pid != 102 {
+				t.Errorf("lodis@8081.service was touched")
 			}
 		})
+	}
+}
+
+// TestOverlapResume: a driver killed while both units of a port ran leaves
+// one release per port after the next driver.
+func TestOverlapResume(t *testing.T) {
+	for _, passed := range []bool{false, true} {
+		w := newWorld(newR, units(8080, 8081))
+		w.units["lodis@8080.service"].sha = oldR
+		w.units["lodis@8081.service"].sha = oldR
+		w.units["lodis-alt@8080.service"] = &worker{running: true, sha: newR, pid: w.pid()}
+		st := NewState(KindUpgrade, oldR, newR, time.Now())
+		st.Phase, st.CanaryPassed, st.Units, st.Current = PhaseRolling, passed, units(8080, 8081), "lodis@8080.service"
+		overlapRunner(w).Run(context.Background(), st)
+		want := map[bool]string{false: oldR, true: newR}[passed]
+		for _, p := range []string{"8080", "8081"} {
+			ws, _ := w.Workers(context.Background(), systemd.ServiceUnit(p))
+			if len(ws) != 1 || w.units[ws[0]].sha != want {
+				t.Errorf("canary passed %v: port %s served by %v, want one worker on %.8s", passed, p, ws, want)
+			}
+		}
 	}
 }
 
@@ -302,7 +478,7 @@ func TestResume(t *testing.T) {
 		{"killed while restarting the canary", PhaseRolling, false, nil, "lodis@8080.service", PhaseRolledBack, oldR},
 		{"killed after the canary passed", PhaseRolling, true, units(8080), "lodis@8081.service", PhaseDone, newR},
 		{"killed while rolling back", PhaseRollingBack, true, units(8080, 8081), "", PhaseRolledBack, oldR},
-		{"killed at the supervisor restart", PhaseSupervisor, true, units(8080, 8081, 8082), "", PhaseDone, newR},
+		{"left by an older lodis at its supervisor restart", PhaseSupervisor, true, units(8080, 8081, 8082), "", PhaseDone, newR},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(oldR, units(8080, 8081, 8082))
@@ -370,23 +546,6 @@ func TestCancelledRolloutIsPersistedForResume(t *testing.T) {
 	}
 }
 
-func TestSupervisorMovesLast(t *testing.T) {
-	w := newWorld(oldR, units(8080))
-	r := runner(w)
-	r.SupervisorIsSelf = true
-	st := NewState(KindUpgrade, oldR, newR, time.Now())
-	if err := r.Run(context.Background(), st); !errors.Is(err, ErrHandedToNextSupervisor) {
-		t.Fatalf("Run = %v, want the hand-over to the next supervisor", err)
-	}
-	if st.Phase != PhaseSupervisor || !slices.Equal(st.Moved, units(8080)) {
-		t.Fatalf("phase %s moved %v: the workers must be moved before the supervisor", st.Phase, st.Moved)
-	}
-	// The restarted supervisor loads the state and finishes.
-	if err := runner(w).Run(context.Background(), st); err != nil || st.Phase != PhaseDone {
-		t.Fatalf("next supervisor: %v, phase %s", err, st.Phase)
-	}
-}
-
 func TestUnknownPhaseIsAnError(t *testing.T) {
 	st := NewState(KindUpgrade, oldR, newR, time.Now())
 	st.Phase = "sideways"
@@ -401,5 +560,31 @@ func TestSortUnitsByPort(t *testing.T) {
 	systemd.SortUnits(u)
 	if !slices.Equal(u, []string{"lodis@80.service", "lodis@8080.service", "lodis@9000.service"}) {
 		t.Fatalf("sorted %v", u)
+	}
+}
+
+// savedBeforeFlip records whether a State was persisted before current
+// moved, as lodis drop --wait relies on.
+type savedBeforeFlip struct {
+	*world
+	flippedUnsaved bool
+}
+
+func (s *savedBeforeFlip) Activate(sha string) error {
+	if sha == newR && len(s.saved) == 0 {
+		s.flippedUnsaved = true
+	}
+	return s.world.Activate(sha)
+}
+
+func TestRolloutIsRecordedBeforeTheFlip(t *testing.T) {
+	w := &savedBeforeFlip{world: newWorld(oldR, units(8080))}
+	r := runner(w.world)
+	r.Releases = w
+	if err := r.Run(context.Background(), NewState(KindUpgrade, oldR, newR, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if w.flippedUnsaved {
+		t.Fatal("current was flipped before the roll-out was persisted: a waiter would see the new release active with no roll-out to follow")
 	}
 }

@@ -39,18 +39,32 @@ func (s *Store) Save(st *State) error {
 	return nil
 }
 
-// Load returns the persisted State, or nil when there is none.
+// maxStateFile bounds what is read of rollout.json: a roll-out keeps at
+// most maxEvents events, well under this.
+const maxStateFile = 4 << 20
+
+// Load returns the persisted State, or nil when there is none. A file that
+// does not hold a roll-out lodis wrote — bad JSON, more than 4 MiB, or a
+// State that fails Check — is an error wrapping ErrBadState (root mends it
+// with Recover). The file is opened without following a link or blocking
+// on a FIFO, and must be a regular file.
 func (s *Store) Load() (*State, error) {
-	b, err := os.ReadFile(s.Path())
+	b, err := release.ReadStateFile(s.Path(), maxStateFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
+	}
+	if errors.Is(err, release.ErrUntrusted) || errors.Is(err, release.ErrTooLarge) {
+		return nil, fmt.Errorf("load roll-out %s: %w: %w", s.Path(), ErrBadState, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load roll-out: %w", err)
 	}
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("load roll-out %s: bad JSON: %w", s.Path(), err)
+		return nil, fmt.Errorf("load roll-out %s: %w: bad JSON: %w", s.Path(), ErrBadState, err)
+	}
+	if err := st.Check(); err != nil {
+		return nil, fmt.Errorf("load roll-out %s: %w", s.Path(), err)
 	}
 	return &st, nil
 }
@@ -78,4 +92,13 @@ func (s *Store) Plan(kind, from, to string, now time.Time) *State {
 		st.FromVersion = r.Version
 	}
 	return st
+}
+
+// Err is the error Runner.Run returns for a finished st: nil when done, a
+// *RolledBackError when rolled back or failed; nil for a State not finished.
+func (st *State) Err() error {
+	if st.Phase == PhaseDone || !st.Phase.Finished() {
+		return nil
+	}
+	return &RolledBackError{Reason: st.Reason, Failed: st.Phase == PhaseFailed}
 }
