@@ -6,6 +6,8 @@ BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 UNITDIR ?= $(LIBDIR)/systemd/system
 POLKITDIR ?= $(PREFIX)/share/polkit-1/rules.d
+GENERATORDIR ?= $(LIBDIR)/systemd/system-generators
+DATADIR ?= $(PREFIX)/share
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 GO ?= go
@@ -14,6 +16,8 @@ BIN := bin/lodis
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/lodis/lodis/internal/buildinfo.Version=$(VERSION) -X github.com/lodis/lodis/internal/buildinfo.Commit=$(COMMIT)"
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.demo/*' 2>/dev/null) go.mod go.sum
 UNITS := $(wildcard units/*.socket units/*.service units/*.target units/*.path)
+# The worker templates that units/lodis-worker.conf is a drop-in of.
+WORKER_TEMPLATES := lodis@.service lodis-alt@.service
 
 .PHONY: bench-micro all build test test-unit test-integration install uninstall demo demo-stop bench clean help deps lint deb nix-vendor-hash
 
@@ -95,10 +99,17 @@ install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LIBDIR)/tmpfiles.d $(DESTDIR)$(LIBDIR)/sysusers.d
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/lodis
 	for u in $(UNITS); do sed 's|@BINDIR@|$(BINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	for t in $(WORKER_TEMPLATES); do install -d $(DESTDIR)$(UNITDIR)/$$t.d; \
+	  sed 's|@BINDIR@|$(BINDIR)|g' units/lodis-worker.conf > $(DESTDIR)$(UNITDIR)/$$t.d/10-worker.conf; chmod 0644 $(DESTDIR)$(UNITDIR)/$$t.d/10-worker.conf; done
 	sed 's|@BINDIR@|$(BINDIR)|g' units/lodis.tmpfiles > $(DESTDIR)$(LIBDIR)/tmpfiles.d/lodis.conf
 	install -m 0644 units/lodis.sysusers $(DESTDIR)$(LIBDIR)/sysusers.d/lodis.conf
 	install -d $(DESTDIR)$(POLKITDIR)
 	install -m 0644 packaging/polkit/50-lodis.rules $(DESTDIR)$(POLKITDIR)/50-lodis.rules
+	install -d $(DESTDIR)$(GENERATORDIR)
+	ln -sfr $(DESTDIR)$(BINDIR)/lodis $(DESTDIR)$(GENERATORDIR)/lodis-generator
+	install -d $(DESTDIR)$(DATADIR)/lodis/prometheus $(DESTDIR)$(DATADIR)/lodis/grafana
+	install -m 0644 packaging/prometheus/lodis.rules.yml $(DESTDIR)$(DATADIR)/lodis/prometheus/lodis.rules.yml
+	install -m 0644 packaging/grafana/lodis-dashboard.json $(DESTDIR)$(DATADIR)/lodis/grafana/lodis-dashboard.json
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 	  systemd-sysusers lodis.conf && systemd-tmpfiles --create lodis.conf && systemctl daemon-reload; \
 	  echo "installed; enable a port with: systemctl enable --now lodis@8080.socket"; \
@@ -106,8 +117,10 @@ install: $(BIN)
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/lodis $(DESTDIR)$(LIBDIR)/tmpfiles.d/lodis.conf $(DESTDIR)$(LIBDIR)/sysusers.d/lodis.conf
-	rm -f $(DESTDIR)$(POLKITDIR)/50-lodis.rules
+	rm -f $(DESTDIR)$(POLKITDIR)/50-lodis.rules $(DESTDIR)$(GENERATORDIR)/lodis-generator
+	rm -rf $(DESTDIR)$(DATADIR)/lodis
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	for t in $(WORKER_TEMPLATES); do rm -f $(DESTDIR)$(UNITDIR)/$$t.d/10-worker.conf; rmdir $(DESTDIR)$(UNITDIR)/$$t.d 2>/dev/null || true; done
 
 
 # deb builds dist/lodis_<version>_<arch>.deb, reproducibly; see packaging/deb/build.sh.

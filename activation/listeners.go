@@ -35,9 +35,11 @@ var ErrNotActivated = errors.New("not socket-activated (LISTEN_FDS unset) and no
 // FileDescriptorName= equals name, or all of them when name is "". It fails,
 // without returning any socket, when LISTEN_PID names another process (the
 // sockets were meant for someone else), when LISTEN_FDS is not a positive
-// number, when a passed descriptor is not a listening stream socket, or when no
-// socket has the requested name. The environment variables are unset on
-// success so that child processes do not inherit them.
+// number, or when no listening stream socket has the requested name (a
+// passed descriptor of another kind, such as a regular file or a datagram
+// socket, is skipped; the error says so when that leaves none). The
+// environment variables are unset on success so that child processes do not
+// inherit them.
 //
 // When LISTEN_FDS is unset, it binds fallback with net.Listen("tcp", fallback);
 // with an empty fallback it returns ErrNotActivated.
@@ -81,6 +83,16 @@ func Listeners(name, fallback string) ([]net.Listener, error) {
 		return nil, fmt.Errorf("passed descriptor %s is not a listening stream socket", strings.Join(bad, ", "))
 	}
 	if len(out) == 0 {
+		// go-systemd drops a descriptor that is not a listening stream socket
+		// (a regular file, a datagram socket): say so rather than blame the name.
+		n, _ := strconv.Atoi(fds)
+		got := 0
+		for _, ls := range byName {
+			got += len(ls)
+		}
+		if got < n && (name == "" || got == 0) {
+			return nil, fmt.Errorf("LISTEN_FDS=%d, but %d of the passed descriptors are not listening stream sockets", n, n-got)
+		}
 		return nil, fmt.Errorf("no passed socket is named %q (names: %s)", name, strings.Join(names, ", "))
 	}
 	return out, nil

@@ -7,8 +7,10 @@
 #     --argstr config '{"services":{"lodis":{"enable":true}}}'
 #
 # package is the path that stands for the lodis package (default: a name that
-# exists nowhere). test/nixos compares the result with units/.
-{ config ? "{}", package ? "/nix/store/lodis-package-stand-in" }:
+# exists nowhere); appPackage, when given, the path of an app package (its
+# main program bin/app), set as services.lodis.app.package, which JSON cannot
+# express. test/nixos compares the result with units/.
+{ config ? "{}", package ? "/nix/store/lodis-package-stand-in", appPackage ? null }:
 
 let
   lib = import ./lib-stub.nix;
@@ -23,7 +25,10 @@ let
   };
 
   evaluated = lib.evalModules {
-    modules = [ ./module.nix (builtins.fromJSON config) ];
+    modules = [ ./module.nix (builtins.fromJSON config) ]
+      ++ lib.optional (appPackage != null) {
+        services.lodis.app.package = standIn "app" appPackage // { meta.mainProgram = "app"; };
+      };
     specialArgs = { inherit pkgs; };
   };
   cfg = lib.prune evaluated.config;

@@ -3,7 +3,8 @@
 # lib, but the package set of nix/stand-in-pkgs.nix, since pkgs/ is not
 # needed to evaluate a configuration. It returns, for each machine, what the
 # module system made of lodis: the units with their text, polkit, the system
-# packages, the firewall, nginx, the lodis user, and the warnings. The
+# packages, the firewall, nginx, the lodis user, /etc/lodis/app.conf, the
+# tmpfiles.d and generator scripts, and the warnings. The
 # assertions are NixOS's own: forcing system.build.toplevel raises
 # "Failed assertions: ..." as nixos-rebuild would.
 #
@@ -17,13 +18,18 @@
 # evaluated; it may ask for `pkgs` and `lodis`, this source tree); each of
 # its nodes is evaluated as it is. nixpkgs is the absolute path of the tree
 # holding lib/ and nixos/; package is the out path that stands for the lodis
-# package (test/nixos lays one out with make install); names are more
-# packages for the stand-in set, to try a configuration that asks for one
-# it lacks.
+# package (test/nixos lays one out with make install); appPackage, when
+# given, the out path of an app package (main program bin/app), set as the
+# machine's services.lodis.app.package, which JSON cannot express; names are
+# more packages for the stand-in set, to try a configuration that asks for
+# one it lacks. module, instead of config, is the path of a NixOS module
+# setting services.lodis (a file of docs/), evaluated with lodis's module.
 { nixpkgs
 , config ? "{}"
 , hive ? null
+, module ? null
 , package ? "/nix/store/lodis-package-stand-in"
+, appPackage ? null
 , names ? [ ]
 }:
 
@@ -54,6 +60,16 @@ let
       modules = [ noManual ] ++ modules;
     };
 
+  appStandIn = {
+    type = "derivation";
+    name = "app";
+    pname = "app";
+    version = "0";
+    outPath = appPackage;
+    meta.mainProgram = "app";
+  };
+  container = { boot.isContainer = true; system.stateVersion = "24.11"; };
+
   machines =
     if hive != null then
       import ./hive.nix {
@@ -62,12 +78,15 @@ let
         # A hive names what it needs: the package set, this lodis source.
         hiveArgs = { inherit pkgs; lodis = ../.; };
       }
+    else if module != null then {
+      machine = evalMachine [ ./module.nix container module ] { };
+    }
     else {
-      machine = evalMachine [
+      machine = evalMachine ([
         ./module.nix
-        { boot.isContainer = true; system.stateVersion = "24.11"; }
+        container
         (builtins.fromJSON config)
-      ] { };
+      ] ++ lib.optional (appPackage != null) { services.lodis.app.package = appStandIn; }) { };
     };
 
   interesting = name: lib.hasPrefix "lodis" name || builtins.elem name [ "polkit.service" "nginx.service" ];
@@ -107,7 +126,26 @@ let
       lodis = {
         inherit (cfg.services.lodis) enable ports listenAddress;
         package = toString cfg.services.lodis.package;
+        app = let a = cfg.services.lodis.app; in {
+          inherit (a) args program;
+          package = if a.package == null then null else toString a.package;
+          # What a stand-in writer was given (writeScriptBin's script).
+          text = if a.package == null then null else a.package.text or null;
+        };
       };
+      # /etc/lodis/app.conf as NixOS writes it.
+      appConf =
+        let e = cfg.environment.etc."lodis/app.conf" or null;
+        in if e == null then null else { inherit (e) enable target text mode; };
+      # The build scripts of the tmpfiles.d packages lodis adds (the stand-in
+      # runCommand keeps them), to run in the test.
+      tmpfilesScripts = map (p: p.script)
+        (builtins.filter (p: (p.name or "") == "lodis-tmpfiles") cfg.systemd.tmpfiles.packages);
+      # NixOS's own script that fills /etc/systemd/system-generators from
+      # systemd.packages, with the packages it is given.
+      generators =
+        let hooks = cfg.environment.etc."systemd/system-generators".source;
+        in { inherit (hooks) script; packages = map toString hooks.env.packages; };
       deployment = cfg.deployment or null;
     };
 in

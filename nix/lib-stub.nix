@@ -60,6 +60,10 @@ let
     hasPrefix = p: s: substring 0 (stringLength p) s == p;
     removePrefix = p: s: if hasPrefix p s then substring (stringLength p) (-1) s else s;
     hasInfix = infix: s: length (split (escapeRegex infix) s) > 1;
+    escapeShellArg = arg: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString arg)}'";
+    # getExe is a package's main program, as in nixpkgs (without its
+    # warning for a package that names none).
+    getExe = x: "${x.bin or x.out or x}/bin/${x.meta.mainProgram or x.pname or x.name}";
     literalExpression = text: {
       _type = "literalExpression";
       inherit text;
@@ -99,6 +103,7 @@ let
       ints.between = lowest: highest: mkType "integer between ${toString lowest} and ${toString highest} (both inclusive)" "noun"
         (v: isInt v && v >= lowest && v <= highest);
       package = mkType "package" "noun" (v: isAttrs v && v ? outPath);
+      enum = values: mkType "one of ${builtins.concatStringsSep ", " (map (v: "\"${v}\"") values)}" "conjunction" (v: elem v values);
       strMatching = re: mkType "string matching the pattern ${re}" "noun" (v: isString v && match re v != null);
       listOf = t: mkType "list of ${phrase [ "noun" "composite" ] t}" "composite" isList // { elemType = t; };
       nullOr = t: mkType "null or ${phrase [ "noun" "conjunction" ] t}" "conjunction" (v: v == null || t.check v);

@@ -1,7 +1,13 @@
 # package.nix builds lodis with Nix: the static binary, stamped with its
-# version through -ldflags -X, and, through the Makefile's own install recipe,
-# the unit files from units/ in $out/lib/systemd/system plus tmpfiles.d and
-# sysusers.d, with @BINDIR@ made $out/bin.
+# version through -ldflags -X, and, through the Makefile's own install recipe
+# (the very files `make install` installs on any host), with @BINDIR@ made
+# $out/bin: the unit files from units/ in $out/lib/systemd/system, among them
+# both worker templates (lodis@.service, lodis-alt@.service) each with the
+# drop-in 10-worker.conf (units/lodis-worker.conf); tmpfiles.d and
+# sysusers.d; the polkit rule in share/polkit-1/rules.d; and the generator
+# lib/systemd/system-generators/lodis-generator, a link to bin/lodis, which
+# NixOS links into /etc/systemd/system-generators because the package is in
+# systemd.packages (test/nixos checks the layout).
 #
 # vendorHash is the NAR hash of `go mod vendor` for go.mod/go.sum. When they
 # change, `make nix-vendor-hash` prints the new value (test/nixos checks it).
@@ -24,7 +30,7 @@ buildGo126Module {
       !(builtins.elem (lib.removePrefix (toString ../. + "/") (toString path)) [ "bin" "dist" ".demo" "result" ]);
   };
 
-  vendorHash = "sha256-D80M70UCu517YSg9bp8yethRv7waR3PzyEyZpE0ozU0=";
+  vendorHash = "sha256-T00p9UBcrW++FAesGQRBWCb5+7BWUBS1Qw2v0ofU1P4=";
 
   subPackages = [ "cmd/lodis" ];
   env.CGO_ENABLED = "0";

@@ -23,7 +23,7 @@ let
     "kexec-tools" "kmod" "less" "libcap" "logrotate" "lvm2" "makeInitrdNGTool" "man-db"
     "mkpasswd" "nano" "ncurses" "netcat" "nettools" "nix" "nix-bash-completions" "nix-info"
     "nixos-container" "nixos-firewall-tool" "nixos-option" "nixos-rebuild" "nsncd" "openresolv"
-    "openresty" "openssh" "pam" "perl" "polkit" "procps" "rsync" "shadow" "shared-mime-info"
+    "openresty" "openssh" "pam" "perl" "polkit" "procps" "python3" "rsync" "shadow" "shared-mime-info"
     "sound-theme-freedesktop" "strace" "su" "sudo" "systemd" "tengine" "texinfoInteractive"
     "time" "tzdata" "util-linux" "which" "xonsh" "xz" "zsh" "zstd"
   ];
@@ -72,9 +72,10 @@ let
     writeTextDir = path: text: standIn (baseNameOf path) { inherit path text; };
     writeTextFile = { name, text, ... }@args: standIn name args;
     writeScript = writer;
-    writeScriptBin = writer;
+    # The *Bin writers name their program, as nixpkgs' do (lib.getExe).
+    writeScriptBin = name: text: writer name text // { meta.mainProgram = name; };
     writeShellScript = writer;
-    writeShellScriptBin = writer;
+    writeShellScriptBin = name: text: writer name text // { meta.mainProgram = name; };
     writeShellApplication = { name, text, ... }@args: standIn name args;
     writeClosure = _paths: standIn "closure" { };
     writeReferencesToFile = _path: standIn "references" { };

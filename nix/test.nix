@@ -2,8 +2,9 @@
 # with the module and checks, as an operator would: the sockets listen, no
 # worker runs before the first request, a request is answered and starts the
 # worker, the supervisor is active, polkit lets user lodis (the supervisor's)
-# restart lodis units and no other, and an idle worker exits while its port
-# keeps listening.
+# restart lodis units and no other, an idle worker exits while its port
+# keeps listening, and /etc/lodis/app.conf is good and lodis-generator made
+# both worker templates' drop-ins of it (idleTimeout is in APP_ARGS=).
 #
 # It needs real Nix with KVM (nix flake check, or nix build .#checks.<system>.vm);
 # CI here does not run it.
@@ -31,6 +32,12 @@ pkgs.testers.runNixOSTest {
     for port in (8080, 8081):
         machine.wait_until_succeeds(f"ss -Hltn 'sport = :{port}' | grep -q LISTEN")
         machine.succeed(f"systemctl is-active lodis@{port}.socket")
+
+    with subtest("app.conf is good and the generator made both workers' drop-ins"):
+        machine.succeed("lodis config check")
+        for template in ("lodis@.service", "lodis-alt@.service"):
+            machine.succeed(f"grep -q -- '--idle-timeout' /run/systemd/generator/{template}.d/50-app.conf")
+        assert "--idle-timeout" in machine.succeed("systemctl show -p ExecStart lodis@8080.service")
 
     with subtest("no worker before the first request"):
         machine.fail("systemctl is-active lodis@8080.service")

@@ -21,7 +21,7 @@ func (s *Supervisor) dial(ctx context.Context) {
 		r.bus, r.err = s.o.dial()
 		if r.err == nil {
 			lctx, cancel := context.WithTimeout(ctx, s.o.RemedyTimeout)
-			r.units, r.err = r.bus.ListUnits(lctx, systemd.SocketPattern, systemd.WorkerPattern)
+			r.units, r.err = r.bus.ListUnits(lctx, systemd.SocketPattern, systemd.WorkerPattern, systemd.AltPattern)
 			if r.err == nil {
 				r.listen = map[string]string{}
 				for _, u := range r.units {
@@ -115,6 +115,9 @@ func (s *Supervisor) connected(r dialResult) {
 		}
 		if in.serviceSeen && !seen[systemd.ServiceUnit(port)] {
 			in.serviceSeen = false
+		}
+		if in.altSeen && !seen[systemd.AltUnit(port)] {
+			in.altSeen = false
 		}
 		s.gc(in)
 	}

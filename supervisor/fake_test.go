@@ -57,6 +57,8 @@ func (f *fakeConn) ResetFailedUnit(_ context.Context, n string) error {
 	return nil
 }
 func (f *fakeConn) UnitState(_ context.Context, n string) (systemd.UnitState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, u := range f.units {
 		if u.Name == n {
 			return u, nil
@@ -65,7 +67,9 @@ func (f *fakeConn) UnitState(_ context.Context, n string) (systemd.UnitState, er
 	return systemd.UnitState{Name: n, LoadState: "not-loaded", ActiveState: "inactive", SubState: "dead"}, nil
 }
 func (f *fakeConn) ListUnits(context.Context, ...string) ([]systemd.UnitState, error) {
-	return f.units, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]systemd.UnitState(nil), f.units...), nil
 }
 func (f *fakeConn) ListenAddress(_ context.Context, s string) (string, error) {
 	return f.listen[s], nil
@@ -174,4 +178,31 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func (f *fakeConn) EnqueueStopUnit(_ context.Context, n string) error { return f.record("stop " + n) }
+func (f *fakeConn) EnqueueStartUnit(_ context.Context, n string) error {
+	return f.record("start " + n)
+}
+func (f *fakeConn) UnitPIDs(context.Context, string) ([]int, error) { return nil, nil }
+
+// signal sends a unit change as systemd would, after applying it to the
+// state the fake answers reads with: systemd answers a read with the state
+// it just signalled.
+func (f *fakeConn) signal(c systemd.UnitChange) {
+	f.mu.Lock()
+	found := false
+	for i := range f.units {
+		if f.units[i].Name == c.Unit {
+			c.Apply(&f.units[i])
+			found = true
+		}
+	}
+	if !found && len(c.Props) > 0 {
+		u := systemd.UnitState{Name: c.Unit, LoadState: "loaded"}
+		c.Apply(&u)
+		f.units = append(f.units, u)
+	}
+	f.mu.Unlock()
+	f.sigs <- c
 }

@@ -2,7 +2,9 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"time"
 
 	"github.com/lodis/lodis/internal/events"
 	"github.com/lodis/lodis/internal/systemd"
@@ -15,28 +17,80 @@ import (
 // probe verdict is still tracked and reported; a remedy that would have run
 // is reported once per instance with Result "held". On resume, probe
 // failures are counted afresh and a worker still failed is reset. One hold
-// at a time: a second HoldWorkers replaces who. It returns a no-op when ctx
-// ends before the supervisor answers.
+// at a time: a second hold replaces who. It returns a no-op when ctx ends
+// before the supervisor answers.
 func (s *Supervisor) HoldWorkers(ctx context.Context, who string) (resume func()) {
 	if who == "" {
 		who = "another lodis component"
 	}
-	select {
-	case s.holds <- who:
-	case <-ctx.Done():
-		return func() {}
-	case <-s.stopped:
+	if s.send(ctx, holdReq{who: who}) != nil {
 		return func() {}
 	}
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			select {
-			case s.holds <- "":
-			case <-s.stopped:
-			}
-		})
+	return func() { once.Do(func() { s.send(context.Background(), holdReq{}) }) }
+}
+
+// HoldWorkersFor is HoldWorkers as a lease: the hold ends by itself after
+// ttl unless renewed (called again by the same who); ttl 0 ends it now. It
+// is how root's roll-out, in another process that may die, holds the
+// remedies (POST /v1/hold).
+func (s *Supervisor) HoldWorkersFor(ctx context.Context, who string, ttl time.Duration) error {
+	if ttl <= 0 {
+		who = ""
 	}
+	return s.send(ctx, holdReq{who: who, until: time.Now().Add(ttl), lease: ttl > 0})
+}
+
+// holdReq asks the Run goroutine to set the hold.
+type holdReq struct {
+	who   string // "" releases it
+	until time.Time
+	lease bool
+}
+
+func (s *Supervisor) send(ctx context.Context, r holdReq) error {
+	select {
+	case s.holds <- r:
+		return nil
+	case <-ctx.Done():
+		return errors.New("the supervisor is busy or stopping")
+	case <-s.stopped:
+		return errors.New("the supervisor is stopping")
+	}
+}
+
+// onHold applies a hold request; leases are timed by holdTimer.
+func (s *Supervisor) onHold(r holdReq) {
+	if r.lease {
+		s.holdUntil = r.until
+		if s.holdTimer == nil {
+			s.holdTimer = time.NewTimer(time.Until(r.until))
+		} else {
+			s.holdTimer.Reset(time.Until(r.until))
+		}
+	} else {
+		s.holdUntil = time.Time{}
+		if s.holdTimer != nil {
+			s.holdTimer.Stop()
+		}
+	}
+	s.setHold(r.who)
+}
+
+// holdExpired ends a lease that was not renewed in time.
+func (s *Supervisor) holdExpired() {
+	if !s.holdUntil.IsZero() && !time.Now().Before(s.holdUntil) {
+		s.holdUntil = time.Time{}
+		s.setHold("")
+	}
+}
+
+// holdC is the lease timer's channel, nil when there is none.
+func (s *Supervisor) holdC() <-chan time.Time {
+	if s.holdTimer == nil || s.holdUntil.IsZero() {
+		return nil
+	}
+	return s.holdTimer.C
 }
 
 // setHold records who holds the worker remedies ("" releases them).
@@ -60,13 +114,16 @@ func (s *Supervisor) setHold(who string) {
 		if held[remedyResetService] && in.service.ActiveState == "failed" {
 			s.schedule(in, remedyResetService)
 		}
+		if held[remedyResetAlt] && in.alt.ActiveState == "failed" {
+			s.schedule(in, remedyResetAlt)
+		}
 	}
 }
 
 // holding reports whether remedy r of in must wait for the hold to end, and
 // reports the first such remedy of each kind and instance.
 func (s *Supervisor) holding(in *instance, r remedy) bool {
-	if s.hold == "" || (r != remedyResetService && r != remedyRestart) {
+	if s.hold == "" || (r != remedyResetService && r != remedyRestart && r != remedyIdleStop && r != remedyResetAlt) {
 		return false
 	}
 	if !in.held[r] {

@@ -83,7 +83,7 @@ func TestAPI(t *testing.T) {
 	if code, body := get("/v1/events?since=x"); code != 400 || !strings.Contains(body, "bad since") {
 		t.Errorf("bad since: %d %s", code, body)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, `lodis_instances{socket="active",worker="inactive"} 1`) || !strings.Contains(body, "lodis_bus_connected 1") {
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, `lodis_socket_state{port="8080",state="active"} 1`) || !strings.Contains(body, `lodis_worker_state{port="8080",state="inactive"} 1`) || !strings.Contains(body, "lodis_bus_connected 1") {
 		t.Errorf("/metrics: %d %s", code, body)
 	}
 	resp, err := http.Post(srv.URL+"/v1/rollout", "text/plain", nil)

@@ -15,11 +15,13 @@ const (
 	remedyRecoverSocket        // failed socket: reset it (and its service), start it
 	remedyResetService         // failed worker: reset-failed; the socket starts a fresh one
 	remedyRestart              // hung worker: restart it
+	remedyIdleStop             // idle worker of an app that never exits by itself: stop it
+	remedyResetAlt             // failed alternate worker: reset-failed (the socket starts the port's own)
 	nRemedies
 )
 
 func (r remedy) String() string {
-	return [...]string{"none", "recover-socket", "reset-failed", "restart"}[r]
+	return [...]string{"none", "recover-socket", "reset-failed", "restart", "idle-stop", "reset-failed"}[r]
 }
 
 // stable reports whether an ActiveState is one a unit rests in; the
@@ -48,6 +50,12 @@ func classify(typ, from string, u systemd.UnitState) (string, remedy) {
 		return "socket stopped (by an administrator or a dependency): left stopped", remedyNone
 	case typ == "socket" && u.ActiveState == "active":
 		return "socket " + u.SubState, remedyNone
+	case typ == "alt" && u.ActiveState == "failed":
+		return fmt.Sprintf("alternate worker failed (%s)", u.Result), remedyResetAlt
+	case typ == "alt" && u.ActiveState == "active":
+		return fmt.Sprintf("alternate worker started, pid %d", u.MainPID), remedyNone
+	case typ == "alt" && u.ActiveState == "inactive" && activeOf(from) == "active":
+		return "alternate worker exited (idle exit or stop)", remedyNone
 	case typ == "service" && u.ActiveState == "failed":
 		return fmt.Sprintf("worker failed (%s)", u.Result), remedyResetService
 	case typ == "service" && u.ActiveState == "active":

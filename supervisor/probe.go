@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,12 +16,12 @@ import (
 // the last probe. A quiet worker is left alone so that it can exit when idle.
 func (s *Supervisor) probeRunning(ctx context.Context) {
 	for _, in := range s.instances {
-		sv := in.service
+		_, sv := in.worker()
 		p := &in.probe
 		if sv.ActiveState != "active" || sv.SubState != "running" || sv.MainPID == 0 || p.running {
 			continue
 		}
-		if p.pid == sv.MainPID && p.failures == 0 && !p.busy {
+		if p.pid == sv.MainPID && p.failures == 0 && !p.busy && in.conns.Established == 0 {
 			continue
 		}
 		p.running = true
@@ -33,7 +34,7 @@ func (s *Supervisor) probeRunning(ctx context.Context) {
 // for the next probe round.
 func (s *Supervisor) probeNew(ctx context.Context) {
 	for _, in := range s.instances {
-		sv := in.service
+		_, sv := in.worker()
 		p := &in.probe
 		if sv.ActiveState != "active" || sv.SubState != "running" || sv.MainPID == 0 || p.running || p.tried == sv.MainPID {
 			continue
@@ -47,7 +48,7 @@ func (s *Supervisor) probeNew(ctx context.Context) {
 // activation must start a worker that answers.
 func (s *Supervisor) wakeProbe(ctx context.Context) {
 	for _, in := range s.instances {
-		if in.socket.ActiveState == "active" && in.service.ActiveState != "active" && !in.wakeProbeRunning {
+		if in.socket.ActiveState == "active" && len(in.running()) == 0 && !in.wakeProbeRunning {
 			in.wakeProbeRunning = true
 			s.startProbe(ctx, in, 0, true)
 		}
@@ -58,12 +59,16 @@ func (s *Supervisor) startProbe(ctx context.Context, in *instance, pid uint32, w
 	if !wake {
 		in.probe.tried = pid
 	}
-	listen, port := in.listen, in.port
+	listen, port, app := in.listen, in.port, in.app()
+	timeout := s.o.ProbeTimeout
+	if t, ok := app.declaredHealthTimeout(); ok {
+		timeout = t
+	}
 	go func() {
-		pctx, cancel := context.WithTimeout(ctx, s.o.ProbeTimeout)
+		pctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		r := probeResult{port: port, pid: pid, wake: wake}
-		r.health, r.latency, r.err = s.probe(pctx, listen, port)
+		r.health, r.latency, r.err = s.probe(pctx, listen, port, app.HealthPath)
 		select {
 		case s.probed <- r:
 		case <-ctx.Done():
@@ -72,20 +77,18 @@ func (s *Supervisor) startProbe(ctx context.Context, in *instance, pid uint32, w
 }
 
 func (s *Supervisor) onProbe(r probeResult) {
-	if s.o.Metrics != nil {
+	in := s.instances[r.port]
+	if in == nil {
+		return
+	}
+	// Wake probes start a worker: their latency is a cold start's, which
+	// lodis_activation_ready_seconds records.
+	if s.o.Metrics != nil && !r.wake {
 		res := "ok"
 		if r.err != nil {
 			res = "failed"
 		}
-		kind := "running"
-		if r.wake {
-			kind = "wake"
-		}
-		s.o.Metrics.ObserveProbe(kind, res, r.latency.Seconds())
-	}
-	in := s.instances[r.port]
-	if in == nil {
-		return
+		s.o.Metrics.ObserveProbe(r.port, res, r.latency.Seconds())
 	}
 	if r.wake {
 		in.wakeProbeRunning = false
@@ -107,7 +110,7 @@ func (s *Supervisor) onProbe(r probeResult) {
 			s.o.Events.Emit(events.Event{Kind: events.KindProbe, Instance: r.port, Unit: systemd.ServiceUnit(r.port), To: "unhealthy",
 				Result: "failed", Message: fmt.Sprintf("health probe %d of %d failed: %s", p.failures, s.o.ProbeFailures, r.err)})
 		}
-		if p.failures >= s.o.ProbeFailures && in.service.ActiveState == "active" && in.service.MainPID == r.pid {
+		if _, w := in.worker(); p.failures >= s.o.ProbeFailures && w.ActiveState == "active" && w.MainPID == r.pid {
 			s.schedule(in, remedyRestart)
 		}
 		return
@@ -117,23 +120,41 @@ func (s *Supervisor) onProbe(r probeResult) {
 			Result: "done", Message: fmt.Sprintf("health probe answered again after %d failures", p.failures)})
 	}
 	h := r.health
-	if p.pid == uint32(h.PID) {
-		p.busy = h.Requests > p.requests+1 || h.OpenConns > 1
+	// A lodis health report counts requests: traffic beside the probes
+	// makes the worker busy. Of other apps the kernel's connection counts
+	// tell (countConns).
+	if h.PID != 0 {
+		if p.pid == r.pid {
+			p.busy = h.Requests > p.requests+1 || h.OpenConns > 1
+		} else {
+			p.busy = h.Requests > 1 || h.OpenConns > 1
+		}
 	} else {
-		p.busy = h.Requests > 1 || h.OpenConns > 1
+		p.busy = false
 	}
-	p.pid, p.requests, p.failures, p.lastErr, p.last = uint32(h.PID), h.Requests, 0, "", &h
+	s.countRequests(in, r.pid, h)
+	p.pid, p.requests, p.failures, p.lastErr, p.last = r.pid, h.Requests, 0, "", &h
+	if in.service.MainPID == r.pid {
+		s.noteActivation(in, true, time.Now())
+	}
+	s.gaugeInstance(in)
 }
 
-// probe asks the worker behind a socket listening on listen for its health.
-// Any answer other than 200 with a JSON body naming a pid is an error.
-func (s *Supervisor) probe(ctx context.Context, listen, port string) (health.Report, time.Duration, error) {
-	h, took, err := s.prober.Get(ctx, listen, port)
+// maxProbeTimeout bounds a probe whatever the app declares; each probe's
+// own timeout is its context's.
+const maxProbeTimeout = 5 * time.Minute
+
+// probe asks the worker behind a socket listening on listen for its health
+// on path. Any answer other than 2xx is an error; a 2xx body that is not a
+// health report is healthy (the app contract asks for nothing more).
+func (s *Supervisor) probe(ctx context.Context, listen, port, path string) (health.Report, time.Duration, error) {
+	h, took, err := s.prober.Get(ctx, listen, port, path)
+	var syn *health.SyntaxError
 	switch {
+	case errors.As(err, &syn):
+		return health.Report{}, took, nil
 	case err != nil:
 		return h, took, fmt.Errorf("health probe: %w", err)
-	case h.PID == 0:
-		return h, took, fmt.Errorf("health probe: the answer names no pid: not lodis health JSON")
 	}
 	return h, took, nil
 }

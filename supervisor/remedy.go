@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,13 +53,28 @@ func (s *Supervisor) runRemedy(ctx context.Context, k remedyKey) {
 	case remedyResetService:
 		need = in.service.ActiveState == "failed" && in.socket.ActiveState != "failed"
 	case remedyRestart:
-		need = in.service.ActiveState == "active" && in.probe.failures >= s.o.ProbeFailures
+		_, w := in.worker()
+		need = w.ActiveState == "active" && in.probe.failures >= s.o.ProbeFailures
+	case remedyIdleStop:
+		idle := in.app().IdleTimeout
+		need = len(in.running()) > 0 && idle > 0 && in.conns.Active == 0 &&
+			!in.idleSince.IsZero() && time.Since(in.idleSince) >= idle
+	case remedyResetAlt:
+		need = in.alt.ActiveState == "failed"
 	}
 	if !need || s.bus == nil || s.holding(in, k.kind) {
 		in.pending[k.kind] = false
 		return
 	}
 	bus := s.bus
+	serving, _ := in.worker()
+	running := in.running()
+	// A socket failed by a limit (its trigger limit, its service's start
+	// limit) would fail again at the next connection: systemd resets the
+	// trigger limit's window for nobody. Its worker is started directly —
+	// a running worker needs no trigger — so that the port serves at once.
+	startWorker := k.kind == remedyRecoverSocket &&
+		(in.socket.Result == "trigger-limit-hit" || in.socket.Result == "service-start-limit-hit")
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, s.o.RemedyTimeout)
 		defer cancel()
@@ -69,10 +85,19 @@ func (s *Supervisor) runRemedy(ctx context.Context, k remedyKey) {
 			if err = bus.ResetFailedUnit(rctx, systemd.SocketUnit(k.port)); err == nil {
 				err = bus.StartUnit(rctx, systemd.SocketUnit(k.port))
 			}
+			if err == nil && startWorker {
+				err = bus.StartUnit(rctx, systemd.ServiceUnit(k.port))
+			}
 		case remedyResetService:
 			err = bus.ResetFailedUnit(rctx, systemd.ServiceUnit(k.port))
 		case remedyRestart:
-			err = bus.RestartUnit(rctx, systemd.ServiceUnit(k.port))
+			err = bus.RestartUnit(rctx, serving)
+		case remedyIdleStop:
+			for _, u := range running {
+				err = errors.Join(err, bus.StopUnit(rctx, u))
+			}
+		case remedyResetAlt:
+			err = bus.ResetFailedUnit(rctx, systemd.AltUnit(k.port))
 		}
 		select {
 		case s.remedied <- remedyResult{k, err}:
@@ -87,10 +112,22 @@ func (s *Supervisor) onRemedied(r remedyResult) {
 	switch r.kind {
 	case remedyRecoverSocket:
 		e.Unit, e.Message = systemd.SocketUnit(r.port), "socket reset and started again"
+		if in != nil && (in.socket.Result == "trigger-limit-hit" || in.socket.Result == "service-start-limit-hit") {
+			e.Message += ", its worker started directly (the socket's limit would fail it again at the next connection)"
+		}
 	case remedyResetService:
 		e.Unit, e.Message = systemd.ServiceUnit(r.port), "failed worker reset; the socket starts a fresh one on the next connection"
 	case remedyRestart:
 		e.Unit, e.Message = systemd.ServiceUnit(r.port), fmt.Sprintf("hung worker restarted after %d failed health probes", s.o.ProbeFailures)
+		if in != nil {
+			e.Unit, _ = in.worker()
+		}
+	case remedyResetAlt:
+		e.Unit, e.Message = systemd.AltUnit(r.port), "failed alternate worker reset; the socket starts the port's own worker on the next connection"
+	case remedyIdleStop:
+		if in != nil {
+			e = idleStopEvent(in)
+		}
 	}
 	if r.err != nil {
 		e.Result, e.Message = "failed", r.err.Error()
@@ -101,7 +138,9 @@ func (s *Supervisor) onRemedied(r remedyResult) {
 			in.probe.failures = 0
 			in.restarts++
 		}
-		if in.service.Name != "" && e.Unit == in.service.Name {
+		if in.alt.Name != "" && e.Unit == in.alt.Name {
+			e.To = in.alt.State()
+		} else if in.service.Name != "" && e.Unit == in.service.Name {
 			e.To = in.service.State()
 		} else if e.Unit == in.socket.Name {
 			e.To = in.socket.State()
@@ -109,7 +148,7 @@ func (s *Supervisor) onRemedied(r remedyResult) {
 	}
 	s.o.Events.Emit(e)
 	if s.o.Metrics != nil {
-		s.o.Metrics.CountRemedy(r.kind.String(), e.Result)
+		s.o.Metrics.CountRemedy(r.port, r.kind.String(), e.Result)
 	}
 	// A recovery that failed leaves the socket failed with no new signal to
 	// come: try again, after the backoff.

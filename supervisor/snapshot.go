@@ -11,21 +11,9 @@ import (
 
 // updateGauges sets the instance gauges from the tracked states.
 func (s *Supervisor) updateGauges() {
-	if s.o.Metrics == nil {
-		return
-	}
-	count := map[[2]string]int{}
 	for _, in := range s.instances {
-		sock, work := in.socket.ActiveState, in.service.ActiveState
-		if sock == "" || !in.socketSeen {
-			sock = "inactive"
-		}
-		if work == "" || !in.serviceSeen {
-			work = "inactive"
-		}
-		count[[2]string{sock, work}]++
+		s.gaugeInstance(in)
 	}
-	s.o.Metrics.SetInstances(count)
 }
 
 // snapshot builds the status view.
@@ -36,22 +24,24 @@ func (s *Supervisor) snapshot() statusapi.Snapshot {
 		snap.Bus = strings.TrimPrefix(s.bus.Address(), "unix:path=")
 	}
 	for _, in := range s.instances {
+		unit, w := in.worker()
 		st := statusapi.InstanceStatus{Port: in.port, Socket: in.socket.State(), SocketResult: in.socket.Result,
-			Worker: in.service.State(), WorkerResult: in.service.Result, Restarts: in.restarts}
+			Worker: w.State(), WorkerResult: w.Result, Restarts: in.restarts}
+		if unit != systemd.ServiceUnit(in.port) {
+			st.WorkerUnit = unit
+		}
 		if !in.socketSeen {
 			st.Socket = "not-loaded"
 		}
-		if !in.serviceSeen || in.service.ActiveState == "" {
+		if (!in.serviceSeen && !in.altSeen) || w.ActiveState == "" {
 			st.Worker = "inactive/dead"
 		}
-		if in.service.ActiveState == "active" {
-			st.PID = in.service.MainPID
-			if !in.service.ActiveEnter.IsZero() {
-				st.UptimeSeconds = now.Sub(in.service.ActiveEnter).Seconds()
+		if w.ActiveState == "active" {
+			st.PID = w.MainPID
+			if !w.ActiveEnter.IsZero() {
+				st.UptimeSeconds = now.Sub(w.ActiveEnter).Seconds()
 			}
-			if h := in.probe.last; h != nil && uint32(h.PID) == in.service.MainPID {
-				st.Version, st.SHA256 = h.Version, h.SHA256
-			}
+			st.SHA256, st.Version, _ = in.runningRelease()
 		}
 		if !in.probe.lastAt.IsZero() {
 			hs := &statusapi.ProbeStatus{OK: in.probe.lastErr == "", Error: in.probe.lastErr, At: in.probe.lastAt,

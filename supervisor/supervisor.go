@@ -17,7 +17,8 @@
 //
 // Files: supervisor.go the loop and its messages; conn.go the connection's
 // lifecycle; track.go unit tracking; remedy.go and policy.go remedies;
-// probe.go health probes; hold.go holds; snapshot.go the status view.
+// probe.go health probes; hold.go holds; snapshot.go the status view;
+// observe.go what the metrics are told.
 package supervisor
 
 import (
@@ -32,9 +33,14 @@ import (
 	"github.com/lodis/lodis/internal/events"
 	"github.com/lodis/lodis/internal/health"
 	"github.com/lodis/lodis/internal/metrics"
+	"github.com/lodis/lodis/internal/release"
+	"github.com/lodis/lodis/internal/sockets"
 	"github.com/lodis/lodis/internal/statusapi"
 	"github.com/lodis/lodis/internal/systemd"
 )
+
+// countInterval is how often the kernel's connection counts are read.
+const countInterval = 500 * time.Millisecond
 
 // Defaults for the zero fields of Options.
 const (
@@ -76,6 +82,14 @@ type Options struct {
 	Metrics  *metrics.Metrics   // optional
 	Log      logrus.FieldLogger // required
 	Notifier interface{ Notify(string) error }
+	// Releases, if set, tells which release each worker runs (from its
+	// command line: release.Store.ReleaseOf).
+	Releases *release.Store
+	// Sockets reads the kernel's connection counts of the ports, every 2 s:
+	// a worker with established connections is busy (it is probed), one
+	// without any for its app's IDLE_TIMEOUT is stopped. Default
+	// sockets.Snapshot.
+	Sockets func(ports map[string]bool) (map[string]sockets.Counts, error)
 
 	dial func() (conn, error) // test hook; default systemd.Dial(Bus)
 }
@@ -98,15 +112,19 @@ type Supervisor struct {
 	prober *health.Client
 
 	// Owned by the Run goroutine.
-	bus       conn
-	instances map[string]*instance
-	started   time.Time
-	dialing   bool
-	outage    time.Time // when the bus was lost; zero while connected
-	dialFails int
-	readySent bool
-	done      <-chan struct{} // closed when Run's context ends
-	hold      string          // who holds the worker remedies ("" = nobody); see HoldWorkers
+	bus         conn
+	instances   map[string]*instance
+	started     time.Time
+	dialing     bool
+	outage      time.Time // when the bus was lost; zero while connected
+	dialFails   int
+	readySent   bool
+	connsFailed bool            // the socket table could not be read (logged once)
+	done        <-chan struct{} // closed when Run's context ends
+	runCtx      context.Context // Run's context, for the reads the state machine starts
+	hold        string          // who holds the worker remedies ("" = nobody); see HoldWorkers
+	holdUntil   time.Time       // when a lease (HoldWorkersFor) ends; zero for none
+	holdTimer   *time.Timer
 
 	// Messages to the Run goroutine.
 	dialed    chan dialResult
@@ -116,17 +134,20 @@ type Supervisor struct {
 	remedied  chan remedyResult
 	snapshots chan chan statusapi.Snapshot
 	units     chan chan systemd.Units
-	holds     chan string
+	holds     chan holdReq
 	stopped   chan struct{} // closed when Run returns
 }
 
 type instance struct {
 	port             string
 	socket, service  systemd.UnitState
-	socketSeen       bool // loaded, as far as we know
+	alt              systemd.UnitState // the alternate worker (lodis-alt@PORT.service), run by roll-outs
+	socketSeen       bool              // loaded, as far as we know
 	serviceSeen      bool
+	altSeen          bool
 	socketStable     string // last stable state, for events' From
 	serviceStable    string
+	altStable        string
 	listen           string
 	restarts         int
 	probe            probeState
@@ -134,15 +155,20 @@ type instance struct {
 	pending          [nRemedies]bool
 	held             [nRemedies]bool // called for while the worker remedies were held
 	wakeProbeRunning bool
-	gen              [2]uint64 // signals applied to the socket [0] and the service [1]
-	fetching         [2]bool   // a read of the socket [0] / service [1] is under way
+	gen              [3]uint64 // signals applied to the socket [0], the service [1], the alternate [2]
+	fetching         [3]bool   // a read of the socket [0] / service [1] / alternate [2] is under way
 	announced        bool      // the "watching" event was emitted
 	unloadedAt       time.Time // when both units were last seen unloaded
+	release          string    // the release the worker's main process runs; "" unknown
+	releasePID       uint32    // the process release was read of
+	conns            sockets.Counts
+	idleSince        time.Time // since when the port has had no established connection; zero while it has
+	activationSeen   time.Time // InactiveExit of the last worker start recorded in the metrics
 }
 
 type probeState struct {
 	running  bool
-	pid      uint32 // process the last probe reached
+	pid      uint32 // process the last probe reached (the unit's main process then)
 	tried    uint32 // process the last probe was sent to
 	failures int    // in a row
 	busy     bool   // the last probe saw traffic other than probes
@@ -166,6 +192,9 @@ type fetchResult struct {
 	state  systemd.UnitState
 	listen string
 	err    error
+	// settings: only what no signal carries is wanted (the unit's
+	// Environment=), not its state.
+	settings bool
 }
 
 type probeResult struct {
@@ -214,12 +243,15 @@ func New(o Options) (*Supervisor, error) {
 		bo := o.Bus
 		o.dial = func() (conn, error) { return systemd.Dial(bo) }
 	}
+	if o.Sockets == nil {
+		o.Sockets = sockets.Snapshot
+	}
 	return &Supervisor{
-		o: o, prober: &health.Client{Timeout: o.ProbeTimeout, UserAgent: "lodis-supervisor"}, instances: map[string]*instance{},
+		o: o, prober: &health.Client{Timeout: maxProbeTimeout, UserAgent: "lodis-supervisor"}, instances: map[string]*instance{},
 		dialed: make(chan dialResult, 1), fetched: make(chan fetchResult, 16),
 		probed: make(chan probeResult, 16), due: make(chan remedyKey, 16),
 		remedied: make(chan remedyResult, 16), snapshots: make(chan chan statusapi.Snapshot),
-		units: make(chan chan systemd.Units), holds: make(chan string), stopped: make(chan struct{}),
+		units: make(chan chan systemd.Units), holds: make(chan holdReq), stopped: make(chan struct{}),
 	}, nil
 }
 
@@ -228,7 +260,7 @@ func New(o Options) (*Supervisor, error) {
 func (s *Supervisor) Run(ctx context.Context) error {
 	defer close(s.stopped)
 	s.started = time.Now()
-	s.done = ctx.Done()
+	s.done, s.runCtx = ctx.Done(), ctx
 	s.o.Events.Emit(events.Event{Kind: events.KindSupervisor, Action: "start", Result: "done",
 		Message: "supervisor started; connecting to systemd at " + strings.Join(s.o.Bus.Where(), " or ")})
 	probeT := time.NewTicker(s.o.ProbeInterval)
@@ -241,6 +273,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	keep := time.NewTicker(2 * time.Second) // watchdog, STATUS=, bus liveness
 	defer keep.Stop()
+	counts := time.NewTicker(countInterval) // the kernel's connection counts
+	defer counts.Stop()
 	var wd <-chan time.Time
 	if usec := watchdogInterval(); usec > 0 {
 		t := time.NewTicker(usec / 3)
@@ -300,8 +334,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			} else {
 				ch <- nil
 			}
-		case who := <-s.holds:
-			s.setHold(who)
+		case r := <-s.holds:
+			s.onHold(r)
+		case <-s.holdC():
+			s.holdExpired()
 		case <-probeT.C:
 			s.probeRunning(ctx)
 		case <-wakeC:
@@ -315,6 +351,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			s.sweep()
 			s.notify("STATUS=" + s.statusLine())
+		case <-counts.C:
+			s.countConns()
 		}
 	}
 }
@@ -369,7 +407,7 @@ func (s *Supervisor) statusLine() string {
 	}
 	failed := 0
 	for _, in := range s.instances {
-		if in.socket.ActiveState == "failed" || in.service.ActiveState == "failed" {
+		if in.socket.ActiveState == "failed" || in.service.ActiveState == "failed" || in.alt.ActiveState == "failed" {
 			failed++
 		}
 	}

@@ -29,7 +29,8 @@ func TestFailedSocketAtStartIsRecovered(t *testing.T) {
 		_, ok := h.find(func(e events.Event) bool { return e.Action == "recover-socket" && e.Result == "done" })
 		return ok
 	})
-	want := []string{"reset-failed lodis@8080.service", "reset-failed lodis@8080.socket", "start lodis@8080.socket"}
+	// Failed by its trigger limit: the worker is started directly too.
+	want := []string{"reset-failed lodis@8080.service", "reset-failed lodis@8080.socket", "start lodis@8080.socket", "start lodis@8080.service"}
 	if got := f.Calls(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("calls %v, want %v", got, want)
 	}
@@ -42,8 +43,8 @@ func TestAdminStopIsLeftAlone(t *testing.T) {
 		_, ok := h.find(func(e events.Event) bool { return e.Message == "watching lodis@8081.socket" })
 		return ok
 	})
-	f.sigs <- propsSignal(systemd.SocketUnit("8081"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "success"})
-	f.sigs <- unitSignal(systemd.SocketUnit("8081"), "inactive", "dead")
+	f.signal(propsSignal(systemd.SocketUnit("8081"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "success"}))
+	f.signal(unitSignal(systemd.SocketUnit("8081"), "inactive", "dead"))
 	h.waitFor("stop event", func() bool {
 		_, ok := h.find(func(e events.Event) bool {
 			return e.To == "inactive/dead" && strings.Contains(e.Message, "left stopped")
@@ -61,8 +62,8 @@ func TestCrashedWorkerIsResetWithBackoff(t *testing.T) {
 	h := startHarness(t, Options{}, f)
 	h.waitFor("watching", func() bool { _, ok := h.find(func(e events.Event) bool { return e.Instance == "8082" }); return ok })
 	crash := func(pid uint32) {
-		f.sigs <- propsSignal(systemd.ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
-		f.sigs <- unitSignal(systemd.ServiceUnit("8082"), "failed", "failed")
+		f.signal(propsSignal(systemd.ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)}))
+		f.signal(unitSignal(systemd.ServiceUnit("8082"), "failed", "failed"))
 	}
 	crash(42)
 	h.waitFor("first reset", func() bool { return contains(f.Calls(), "reset-failed lodis@8082.service") })
@@ -71,8 +72,8 @@ func TestCrashedWorkerIsResetWithBackoff(t *testing.T) {
 		t.Errorf("failure event %+v, want from active/running, result signal", e)
 	}
 	// The second crash of a streak waits 1 s: no call right away.
-	f.sigs <- propsSignal(systemd.ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "success", "MainPID": uint32(43)})
-	f.sigs <- unitSignal(systemd.ServiceUnit("8082"), "active", "running")
+	f.signal(propsSignal(systemd.ServiceUnit("8082"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "success", "MainPID": uint32(43)}))
+	f.signal(unitSignal(systemd.ServiceUnit("8082"), "active", "running"))
 	crash(43)
 	time.Sleep(300 * time.Millisecond)
 	if n := len(f.Calls()); n != 1 {
@@ -114,8 +115,8 @@ func TestHungWorkerIsRestarted(t *testing.T) {
 	hang.Store(true)
 	// The quiet worker is not probed again unless it served traffic: mark
 	// it busy by a new process id, then let it hang.
-	f.sigs <- propsSignal(systemd.ServiceUnit("8083"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(8)})
-	f.sigs <- unitSignal(systemd.ServiceUnit("8083"), "active", "running")
+	f.signal(propsSignal(systemd.ServiceUnit("8083"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(8)}))
+	f.signal(unitSignal(systemd.ServiceUnit("8083"), "active", "running"))
 	h.waitFor("restart", func() bool { return contains(f.Calls(), "restart lodis@8083.service") })
 	fails := 0
 	for _, e := range h.events.Since(before) {
@@ -139,8 +140,8 @@ func TestNewWorkerIsProbedAtOnce(t *testing.T) {
 	f.listen[systemd.SocketUnit("8086")] = srv.Listener.Addr().String()
 	h := startHarness(t, Options{ProbeInterval: time.Hour, ProbeTimeout: time.Hour}, f)
 	h.waitFor("connected", func() bool { s, _ := h.sup.Snapshot(context.Background()); return s.Connected })
-	f.sigs <- propsSignal(systemd.ServiceUnit("8086"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(21)})
-	f.sigs <- unitSignal(systemd.ServiceUnit("8086"), "active", "running")
+	f.signal(propsSignal(systemd.ServiceUnit("8086"), "org.freedesktop.systemd1.Service", map[string]any{"MainPID": uint32(21)}))
+	f.signal(unitSignal(systemd.ServiceUnit("8086"), "active", "running"))
 	h.waitFor("the new worker's version", func() bool {
 		s, _ := h.sup.Snapshot(context.Background())
 		return len(s.Instances) == 1 && s.Instances[0].Version == "v2" && s.Instances[0].Health != nil && s.Instances[0].Health.OK
@@ -239,20 +240,21 @@ func TestHeldWorkersAreNotMended(t *testing.T) {
 		_, ok := h.find(func(e events.Event) bool { return e.Action == "restart" && e.Result == "held" && e.Instance == "8084" })
 		return ok
 	})
-	f.sigs <- propsSignal(systemd.ServiceUnit("8085"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)})
-	f.sigs <- unitSignal(systemd.ServiceUnit("8085"), "failed", "failed")
+	f.signal(propsSignal(systemd.ServiceUnit("8085"), "org.freedesktop.systemd1.Service", map[string]any{"Result": "signal", "MainPID": uint32(0)}))
+	f.signal(unitSignal(systemd.ServiceUnit("8085"), "failed", "failed"))
 	h.waitFor("held reset", func() bool {
 		_, ok := h.find(func(e events.Event) bool {
 			return e.Action == "reset-failed" && e.Result == "held" && e.Instance == "8085"
 		})
 		return ok
 	})
-	f.sigs <- propsSignal(systemd.SocketUnit("8085"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "trigger-limit-hit"})
-	f.sigs <- unitSignal(systemd.SocketUnit("8085"), "failed", "failed")
+	f.signal(propsSignal(systemd.SocketUnit("8085"), "org.freedesktop.systemd1.Socket", map[string]any{"Result": "trigger-limit-hit"}))
+	f.signal(unitSignal(systemd.SocketUnit("8085"), "failed", "failed"))
 	h.waitFor("socket recovered during the hold", func() bool { return contains(f.Calls(), "start lodis@8085.socket") })
 	time.Sleep(150 * time.Millisecond) // several probe rounds
-	// Only the socket's recovery acted (it resets its service too).
-	want := []string{"reset-failed lodis@8085.service", "reset-failed lodis@8085.socket", "start lodis@8085.socket"}
+	// Only the socket's recovery acted (it resets its service too and,
+	// after a trigger limit, starts it).
+	want := []string{"reset-failed lodis@8085.service", "reset-failed lodis@8085.socket", "start lodis@8085.socket", "start lodis@8085.service"}
 	if got := f.Calls(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("calls during the hold %v, want only the socket's recovery %v", got, want)
 	}
@@ -268,7 +270,7 @@ func TestHeldWorkersAreNotMended(t *testing.T) {
 
 	// The socket listens again; its worker is still failed when the hold
 	// ends.
-	f.sigs <- unitSignal(systemd.SocketUnit("8085"), "active", "listening")
+	f.signal(unitSignal(systemd.SocketUnit("8085"), "active", "listening"))
 	time.Sleep(50 * time.Millisecond)
 	n := len(f.Calls())
 	resume()
@@ -286,4 +288,28 @@ func TestHeldWorkersAreNotMended(t *testing.T) {
 	})
 	// The hung worker is restarted only after ProbeFailures new failures.
 	h.waitFor("hung worker restarted after the hold", func() bool { return contains(f.Calls(), "restart lodis@8084.service") })
+}
+
+// TestHeldAltWorkerResetAfterTheHold: an alternate worker that failed while
+// a roll-out held the remedies is reset once the hold ends, as the port's
+// own worker is.
+func TestHeldAltWorkerResetAfterTheHold(t *testing.T) {
+	f := newFake(socketState("8086", "active", "listening", "success"), serviceState("8086", "inactive", "dead", "success", 0))
+	h := startHarness(t, Options{ProbeInterval: 20 * time.Millisecond}, f)
+	h.waitFor("connected", func() bool { s, _ := h.sup.Snapshot(context.Background()); return s.Connected })
+	resume := h.sup.HoldWorkers(context.Background(), "roll-out R")
+	alt := systemd.AltUnit("8086")
+	f.signal(propsSignal(alt, "org.freedesktop.systemd1.Service", map[string]any{"Result": "exit-code", "MainPID": uint32(0)}))
+	f.signal(unitSignal(alt, "failed", "failed"))
+	h.waitFor("held reset of the alternate worker", func() bool {
+		_, ok := h.find(func(e events.Event) bool {
+			return e.Action == "reset-failed" && e.Result == "held" && e.Instance == "8086"
+		})
+		return ok
+	})
+	if contains(f.Calls(), "reset-failed "+alt) {
+		t.Fatalf("the alternate worker was reset during the hold: %v", f.Calls())
+	}
+	resume()
+	h.waitFor("alternate worker reset after the hold", func() bool { return contains(f.Calls(), "reset-failed "+alt) })
 }

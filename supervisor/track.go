@@ -10,10 +10,35 @@ import (
 )
 
 func typIndex(typ string) int {
-	if typ == "socket" {
+	switch typ {
+	case "socket":
 		return 0
+	case "alt":
+		return 2
 	}
 	return 1
+}
+
+// worker is the unit that serves port now, and its state: the port's own
+// worker while it runs, else its alternate while that runs (after a
+// roll-out), else the port's own (idle).
+func (in *instance) worker() (string, systemd.UnitState) {
+	if in.service.ActiveState != "active" && in.alt.ActiveState == "active" {
+		return systemd.AltUnit(in.port), in.alt
+	}
+	return systemd.ServiceUnit(in.port), in.service
+}
+
+// running lists the port's worker units that run.
+func (in *instance) running() []string {
+	var out []string
+	if in.service.ActiveState == "active" {
+		out = append(out, systemd.ServiceUnit(in.port))
+	}
+	if in.alt.ActiveState == "active" {
+		out = append(out, systemd.AltUnit(in.port))
+	}
+	return out
 }
 
 func (s *Supervisor) instance(port string) *instance {
@@ -21,6 +46,9 @@ func (s *Supervisor) instance(port string) *instance {
 	if in == nil {
 		in = &instance{port: port}
 		s.instances[port] = in
+		if s.o.Metrics != nil {
+			s.o.Metrics.WatchPort(port)
+		}
 	}
 	return in
 }
@@ -42,6 +70,9 @@ func (s *Supervisor) sweep() {
 		}
 		if !in.unloadedAt.IsZero() && time.Since(in.unloadedAt) > 2*time.Second {
 			delete(s.instances, port)
+			if s.o.Metrics != nil {
+				s.o.Metrics.ForgetPort(port)
+			}
 			if in.announced {
 				s.o.Events.Emit(events.Event{Kind: events.KindState, Instance: port, Unit: systemd.SocketUnit(port),
 					From: in.socketStable, To: "unloaded", Message: "instance no longer loaded: not watched any more"})
@@ -60,16 +91,19 @@ func (s *Supervisor) onChange(ctx context.Context, c systemd.UnitChange) {
 		if in == nil {
 			return
 		}
-		if typ == "socket" {
+		switch typ {
+		case "socket":
 			in.socketSeen = false
-		} else {
+		case "alt":
+			in.altSeen = false
+		default:
 			in.serviceSeen = false
 		}
 		s.gc(in)
 		s.updateGauges()
 	default:
 		in := s.instances[port]
-		seen := in != nil && (typ == "socket" && in.socketSeen || typ == "service" && in.serviceSeen)
+		seen := in != nil && (typ == "socket" && in.socketSeen || typ == "service" && in.serviceSeen || typ == "alt" && in.altSeen)
 		if len(c.Props) > 0 {
 			// systemd sends every property it announces in each signal, so a
 			// signal alone is enough to know the unit's state.
@@ -78,22 +112,25 @@ func (s *Supervisor) onChange(ctx context.Context, c systemd.UnitChange) {
 			}
 			in.gen[typIndex(typ)]++
 			u := in.service
-			if typ == "socket" {
+			switch typ {
+			case "socket":
 				u = in.socket
+			case "alt":
+				u = in.alt
 			}
 			u.Name = c.Unit
 			c.Apply(&u)
 			s.setUnit(in, typ, u, false)
 		}
 		if (c.New || !seen) && (in == nil || !in.fetching[typIndex(typ)]) {
-			s.fetch(ctx, c.Unit, in)
+			s.fetch(ctx, c.Unit, in, false)
 		}
 	}
 }
 
 // fetch reads a unit that just appeared (enabled, started, or referenced)
 // off the Run goroutine.
-func (s *Supervisor) fetch(ctx context.Context, unit string, in *instance) {
+func (s *Supervisor) fetch(ctx context.Context, unit string, in *instance, settings bool) {
 	port, typ, _ := systemd.ParseUnit(unit)
 	if in == nil {
 		in = s.instance(port)
@@ -106,7 +143,7 @@ func (s *Supervisor) fetch(ctx context.Context, unit string, in *instance) {
 	go func() {
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		f := fetchResult{unit: unit, gen: gen}
+		f := fetchResult{unit: unit, gen: gen, settings: settings}
 		f.state, f.err = bus.UnitState(fctx, unit)
 		if f.err == nil && typ == "socket" {
 			f.listen, _ = bus.ListenAddress(fctx, unit)
@@ -134,8 +171,19 @@ func (s *Supervisor) onFetched(f fetchResult) {
 	if typ == "socket" && f.listen != "" {
 		in.listen = f.listen
 	}
-	if in.gen[typIndex(typ)] != f.gen {
-		return // a signal since the read began told us a newer state
+	if f.settings || in.gen[typIndex(typ)] != f.gen {
+		// Only the settings were asked for, or a signal since the read
+		// began told us a newer state: what no signal carries (the unit's
+		// settings) is taken all the same.
+		switch typ {
+		case "service":
+			in.service.Environment, in.service.UnitFileState = f.state.Environment, f.state.UnitFileState
+		case "alt":
+			in.alt.Environment = f.state.Environment
+		default:
+			in.socket.UnitFileState = f.state.UnitFileState
+		}
+		return
 	}
 	s.setUnit(in, typ, f.state, true)
 }
@@ -153,15 +201,21 @@ func (s *Supervisor) setUnit(in *instance, typ string, u systemd.UnitState, full
 				Result: u.Result, Message: "watching " + u.Name})
 		}
 		in.socket, in.socketSeen = u, u.ActiveState != "" || in.socketSeen
+	} else if typ == "alt" {
+		was, prev = in.alt, &in.altStable
+		in.alt, in.altSeen = u, u.ActiveState != "" || in.altSeen
 	} else {
 		was, prev = in.service, &in.serviceStable
 		in.service, in.serviceSeen = u, u.ActiveState != "" || in.serviceSeen
 	}
 	if u.Name == "" {
 		u.Name = unitName(in.port, typ)
-		if typ == "socket" {
+		switch typ {
+		case "socket":
 			in.socket.Name = u.Name
-		} else {
+		case "alt":
+			in.alt.Name = u.Name
+		default:
 			in.service.Name = u.Name
 		}
 	}
@@ -170,7 +224,12 @@ func (s *Supervisor) setUnit(in *instance, typ string, u systemd.UnitState, full
 		return
 	}
 	cur := u.State()
-	newPID := typ == "service" && u.ActiveState == "active" && u.MainPID != 0 && u.MainPID != was.MainPID
+	worker := typ == "service" || typ == "alt"
+	newPID := worker && u.ActiveState == "active" && u.MainPID != 0 && u.MainPID != was.MainPID
+	if worker {
+		s.noteWorker(in)
+		s.noteActivation(in, false, time.Now())
+	}
 	from := *prev
 	*prev = cur
 	// An event when the ActiveState changes, or a new worker process runs.
@@ -184,10 +243,13 @@ func (s *Supervisor) setUnit(in *instance, typ string, u systemd.UnitState, full
 	if typ == "socket" && from == "failed/failed" && in.pending[remedyRecoverSocket] {
 		msg = "socket reset by the supervisor"
 	}
-	if typ == "service" && u.ActiveState == "failed" {
+	if worker && u.ActiveState == "failed" {
 		in.restarts++
+		if s.o.Metrics != nil {
+			s.o.Metrics.CountWorkerFailure(in.port)
+		}
 	}
-	if from != "" || u.ActiveState == "failed" || typ == "service" && !full {
+	if from != "" || u.ActiveState == "failed" || worker && !full {
 		s.o.Events.Emit(events.Event{Kind: events.KindState, Instance: in.port, Unit: u.Name, From: from, To: cur,
 			Result: u.Result, Message: msg})
 	}
@@ -204,8 +266,11 @@ func activeOf(state string) string {
 }
 
 func unitName(port, typ string) string {
-	if typ == "socket" {
+	switch typ {
+	case "socket":
 		return systemd.SocketUnit(port)
+	case "alt":
+		return systemd.AltUnit(port)
 	}
 	return systemd.ServiceUnit(port)
 }

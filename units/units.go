@@ -16,11 +16,19 @@ import (
 
 // Files are the unit files and their companions, by file name.
 //
-//go:embed *.service *.socket *.target *.path *.tmpfiles *.sysusers
+//go:embed *.service *.socket *.target *.path *.conf *.tmpfiles *.sysusers
 var Files embed.FS
 
-// Worker is the worker template's file name.
-const Worker = "lodis@.service"
+// Worker is the file that says what every worker runs and how it is
+// confined: a drop-in of both worker templates (WorkerTemplates), installed
+// as WorkerDropIn.
+const Worker = "lodis-worker.conf"
+
+// WorkerTemplates are the units Worker is a drop-in of.
+var WorkerTemplates = []string{"lodis@.service", "lodis-alt@.service"}
+
+// WorkerDropIn is Worker's name in each template's drop-in directory.
+const WorkerDropIn = "10-worker.conf"
 
 // Read returns the options of the named file of Files, in order.
 func Read(name string) ([]*unit.UnitOption, error) {
@@ -38,14 +46,14 @@ func Read(name string) ([]*unit.UnitOption, error) {
 // runKeys are the [Service] settings of the worker that say what to run and
 // how systemd manages it; every other [Service] setting confines it.
 var runKeys = []string{"Type", "NotifyAccess", "ExecStart", "Restart", "TimeoutStopSec", "WatchdogSec",
-	"KillMode", "Environment", "SyslogIdentifier", "User"}
+	"KillMode", "Environment", "SyslogIdentifier", "User", "NonBlocking"}
 
 // IsSandbox reports whether a [Service] key of the worker confines it (as
 // opposed to saying what runs and how systemd manages it).
 func IsSandbox(key string) bool { return !slices.Contains(runKeys, key) }
 
 // WorkerSandbox returns the worker's confinement: the [Service] settings of
-// lodis@.service that are sandboxing, in order, as "Key=Value" (the form
+// lodis-worker.conf that are sandboxing, in order, as "Key=Value" (the form
 // `systemd-run -p` takes). User= goes with DynamicUser= and is left out: a
 // transient unit gets a name of its own.
 func WorkerSandbox() ([]string, error) {

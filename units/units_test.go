@@ -10,7 +10,7 @@ func TestWorkerSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DynamicUser=yes", "ProtectSystem=strict", "SystemCallFilter=@system-service", "CapabilityBoundingSet="} {
+	for _, want := range []string{"DynamicUser=yes", "ProtectSystem=strict", "RootDirectory=/run/lodis-root", "PrivateNetwork=yes", "CapabilityBoundingSet="} {
 		if !slices.Contains(sb, want) {
 			t.Errorf("sandbox lacks %q: %v", want, sb)
 		}
@@ -36,6 +36,10 @@ func TestEveryFileParses(t *testing.T) {
 	for _, de := range des {
 		switch name := de.Name(); {
 		case len(name) > 9 && (name[len(name)-9:] == ".tmpfiles" || name[len(name)-9:] == ".sysusers"):
+		case name == Worker:
+			if _, err := Read(name); err != nil {
+				t.Error(err)
+			}
 		default:
 			if _, err := Read(name); err != nil {
 				t.Error(err)

@@ -63,16 +63,23 @@ func String() string {
 // -ldflags "-X github.com/lodis/lodis/internal/buildinfo.TestFault=NAME"; the
 // Makefile and the packages never set it, so a release build has none. Names:
 //
-//	exit-at-start    every command exits with status 3 before doing anything
-//	selftest-fails   `lodis selftest` reports a failure and exits 1
-//	serve-unhealthy  a socket-activated `lodis serve` answers /__/health with 503
+//	exit-at-start       every command exits with status 3 before doing anything
+//	selftest-fails      `lodis selftest` reports a failure and exits 1
+//	serve-unhealthy     a socket-activated `lodis serve` answers /__/health with 503
+//	hang-health         a socket-activated `lodis serve` never answers /__/health
+//	ignore-sigterm      `lodis serve` ignores SIGTERM (it never drains)
+//	unhealthy-after-1s  a socket-activated `lodis serve` answers /__/health with 503
+//	                    once it has been up for a second
 var TestFault = ""
 
 // Test faults understood by lodis; see TestFault.
 const (
-	FaultExitAtStart    = "exit-at-start"
-	FaultSelftestFails  = "selftest-fails"
-	FaultServeUnhealthy = "serve-unhealthy"
+	FaultExitAtStart      = "exit-at-start"
+	FaultSelftestFails    = "selftest-fails"
+	FaultServeUnhealthy   = "serve-unhealthy"
+	FaultHangHealth       = "hang-health"
+	FaultIgnoreSIGTERM    = "ignore-sigterm"
+	FaultUnhealthyAfter1s = "unhealthy-after-1s"
 )
 
 // ShortSHA returns the first 12 hex digits of a SHA-256, the form lodis shows

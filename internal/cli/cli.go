@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // Parse parses args with fs (which should be flag.ContinueOnError). On -h or
@@ -48,5 +49,29 @@ func Dash(s string) string {
 	return s
 }
 
-// OneLine puts s on one line, for a table cell or a log summary.
-func OneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+// OneLine puts s on one line, for a table cell or a log summary, cleaned
+// as Clean does (up to 1000 bytes).
+func OneLine(s string) string { return Clean(s, 1000) }
+
+// Clean makes text that came from elsewhere (a worker's health answer, a
+// reason recorded from an app's output) safe for a terminal or an
+// environment variable: control characters, escape sequences included,
+// become spaces, and it is cut to max bytes (0: 200) on a character
+// boundary.
+func Clean(s string, max int) string {
+	if max <= 0 {
+		max = 200
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
+			r = ' '
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

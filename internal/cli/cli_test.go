@@ -31,3 +31,18 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestClean(t *testing.T) {
+	for in, want := range map[string]string{
+		"v1.2":                     "v1.2",
+		"\x1b[31mred\x1b[0m":       " [31mred [0m",
+		"line\nbreak\rreturn\ttab": "line break return tab",
+		"\u009b2J":                 " 2J",
+		strings.Repeat("x", 250):   strings.Repeat("x", 200) + "…",
+		"bad \xff utf8":            "bad   utf8",
+	} {
+		if got := Clean(in, 0); got != want {
+			t.Errorf("Clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/lodis/lodis/internal/cli"
 )
 
 // Event kinds.
@@ -40,19 +42,22 @@ type Event struct {
 
 // Env returns the event as environment variables for a hook script:
 // LODIS_EVENT_SEQ, _TIME (RFC 3339, UTC), _KIND, _INSTANCE, _UNIT, _FROM, _TO,
-// _ACTION, _RESULT and _MESSAGE; empty fields are set to "".
+// _ACTION, _RESULT and _MESSAGE; empty fields are set to "". Text that may
+// come from a worker (the message quotes its answers) has its control
+// characters replaced and is cut to a bound (cli.Clean).
 func (e Event) Env() []string {
+	c := func(s string) string { return cli.Clean(s, 200) }
 	return []string{
 		"LODIS_EVENT_SEQ=" + strconv.FormatUint(e.Seq, 10),
 		"LODIS_EVENT_TIME=" + e.Time.UTC().Format(time.RFC3339Nano),
-		"LODIS_EVENT_KIND=" + e.Kind,
-		"LODIS_EVENT_INSTANCE=" + e.Instance,
-		"LODIS_EVENT_UNIT=" + e.Unit,
-		"LODIS_EVENT_FROM=" + e.From,
-		"LODIS_EVENT_TO=" + e.To,
-		"LODIS_EVENT_ACTION=" + e.Action,
-		"LODIS_EVENT_RESULT=" + e.Result,
-		"LODIS_EVENT_MESSAGE=" + e.Message,
+		"LODIS_EVENT_KIND=" + c(e.Kind),
+		"LODIS_EVENT_INSTANCE=" + c(e.Instance),
+		"LODIS_EVENT_UNIT=" + c(e.Unit),
+		"LODIS_EVENT_FROM=" + c(e.From),
+		"LODIS_EVENT_TO=" + c(e.To),
+		"LODIS_EVENT_ACTION=" + c(e.Action),
+		"LODIS_EVENT_RESULT=" + c(e.Result),
+		"LODIS_EVENT_MESSAGE=" + cli.Clean(e.Message, 1000),
 	}
 }
 

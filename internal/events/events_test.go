@@ -5,8 +5,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,4 +138,44 @@ func TestHookNeverBlocks(t *testing.T) {
 	}
 	cancel()
 	h.Wait()
+}
+
+// TestHookTimeoutKillsItsChildren: at the timeout the script's whole
+// process group is killed, not just the script.
+func TestHookTimeoutKillsItsChildren(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child")
+	done := make(chan string, 1)
+	h := &Hook{Path: writeScript(t, "sleep 60 &\necho $! > "+pidFile+"\nwait\n", 0o755), Timeout: 300 * time.Millisecond, Log: quietLog(),
+		Done: func(_ Event, o string, _ error) { done <- o }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); h.Wait() }()
+	h.Start(ctx)
+	h.Offer(Event{Kind: "state"})
+	select {
+	case o := <-done:
+		if o != "timeout" {
+			t.Fatalf("outcome %q, want timeout", o)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the hook never ended")
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hook's child %d outlived its timeout", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestEnvIsClean(t *testing.T) {
+	env := strings.Join(Event{Message: "worker said \x1b]0;pwned\x07 and\nmore"}.Env(), "\x00")
+	if strings.ContainsAny(env, "\x1b\x07\n") {
+		t.Fatalf("control characters reached the hook's environment: %q", env)
+	}
 }

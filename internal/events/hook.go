@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -20,8 +21,8 @@ const DefaultHookTimeout = 10 * time.Second
 // Hook runs a script once per event, with the event in its environment (see
 // Event.Env, added to the supervisor's own environment). It never blocks
 // the emitter: events wait in a bounded queue, at most Parallel scripts run at
-// once, each is killed after Timeout, and events that find the queue full are
-// dropped and counted. Failures (exit status, timeout, script gone) are logged,
+// once, each is killed after Timeout with its whole process group, and events
+// that find the queue full are dropped and counted. Failures (exit status, timeout, script gone) are logged,
 // never fatal.
 type Hook struct {
 	Path     string        // the script; must be an executable file
@@ -114,6 +115,10 @@ func (h *Hook) run(ctx context.Context, e Event) {
 	defer cancel()
 	c := exec.CommandContext(ctx, h.Path)
 	c.Env = append(os.Environ(), e.Env()...)
+	// The script and everything it started are one process group, killed
+	// whole at the timeout: no child outlives it.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	c.WaitDelay = time.Second // a script's children holding its output do not hold us
 	var out strings.Builder
 	lw := &limited{w: &out, n: 512}

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,7 +31,7 @@ type Client struct {
 	http *http.Client
 }
 
-// StatusError is an answer other than 200: a definite "unhealthy", as
+// StatusError is an answer other than 2xx: a definite "unhealthy", as
 // opposed to a worker that could not be reached.
 type StatusError struct {
 	Status string // e.g. "503 Service Unavailable"
@@ -41,29 +42,76 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s answered %s: %s", Path, e.Status, e.Body)
 }
 
+// SyntaxError is a 2xx answer whose body is not a health report: healthy by
+// the app contract (which asks only for 2xx), with nothing more to say.
+type SyntaxError struct{ Err error }
+
+func (e *SyntaxError) Error() string { return "health answer: not JSON: " + e.Err.Error() }
+func (e *SyntaxError) Unwrap() error { return e.Err }
+
 // Get checks the worker behind a socket that listens on listen (as systemd
-// reports it: "[::]:8080", "127.0.0.1:8080", "" when unknown) for port. It
-// returns the report, how long the check took, and an error for no answer,
-// an answer other than 200 (a *StatusError) or a body that is not JSON.
-func (c *Client) Get(ctx context.Context, listen, port string) (Report, time.Duration, error) {
-	return c.GetURL(ctx, "http://"+DialAddr(listen, port)+Path)
+// reports it: "[::]:8080", "127.0.0.1:8080", "" when unknown) for port, on
+// path ("" for Path). It returns the report, how long the check took, and an error for no
+// answer, an answer other than 2xx (a *StatusError) or a 2xx body that is
+// not a JSON object (a *SyntaxError).
+func (c *Client) Get(ctx context.Context, listen, port, path string) (Report, time.Duration, error) {
+	if path == "" {
+		path = Path
+	}
+	return c.GetURL(ctx, "http://"+DialAddr(listen, port)+path)
 }
 
 // GetURL is Get for a full URL.
 func (c *Client) GetURL(ctx context.Context, url string) (Report, time.Duration, error) {
-	var r Report
 	c.once.Do(func() {
-		timeout := c.Timeout
-		if timeout <= 0 {
-			timeout = DefaultTimeout
-		}
-		c.http = &http.Client{Timeout: timeout, Transport: &http.Transport{
+		c.http = &http.Client{Timeout: c.timeout(), Transport: &http.Transport{
 			DisableKeepAlives:   true,
 			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: timeout}).DialContext,
+			DialContext:         (&net.Dialer{Timeout: c.timeout()}).DialContext,
 			MaxIdleConnsPerHost: -1,
 		}}
 	})
+	return c.do(ctx, c.http, url, nil)
+}
+
+// GetHeld is Get over a connection of its own that stays open until inspect
+// has seen it: inspect runs once the whole answer is read, healthy or not,
+// with the connection's local and remote addresses, while the worker still
+// holds its end of it (the request asks for keep-alive). The connection is
+// closed after. An error from inspect is returned as it is, in place of the
+// answer's.
+func (c *Client) GetHeld(ctx context.Context, listen, port, path string, inspect func(local, remote net.Addr) error) (Report, time.Duration, error) {
+	if path == "" {
+		path = Path
+	}
+	var conn net.Conn
+	dialer := &net.Dialer{Timeout: c.timeout()}
+	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			cn, err := dialer.DialContext(ctx, network, addr)
+			conn = cn
+			return cn, err
+		}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Timeout: c.timeout(), Transport: tr}
+	return c.do(ctx, hc, "http://"+DialAddr(listen, port)+path, func() error {
+		if conn == nil {
+			return errors.New("health check: no connection to inspect")
+		}
+		return inspect(conn.LocalAddr(), conn.RemoteAddr())
+	})
+}
+
+func (c *Client) timeout() time.Duration {
+	if c.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return c.Timeout
+}
+
+// do sends one check with hc; inspect, if set, runs once the answer is read.
+func (c *Client) do(ctx context.Context, hc *http.Client, url string, inspect func() error) (Report, time.Duration, error) {
+	var r Report
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -74,7 +122,7 @@ func (c *Client) GetURL(ctx context.Context, url string) (Report, time.Duration,
 		ua = "lodis"
 	}
 	req.Header.Set("User-Agent", ua)
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return r, time.Since(start), fmt.Errorf("health check: %w", err)
 	}
@@ -84,11 +132,16 @@ func (c *Client) GetURL(ctx context.Context, url string) (Report, time.Duration,
 	if err != nil {
 		return r, took, fmt.Errorf("health check: read answer: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if inspect != nil {
+		if err := inspect(); err != nil {
+			return r, took, err
+		}
+	}
+	if resp.StatusCode/100 != 2 {
 		return r, took, &StatusError{Status: resp.Status, Body: trim(b)}
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, took, fmt.Errorf("health check: bad JSON: %w", err)
+		return Report{}, took, &SyntaxError{Err: err}
 	}
 	return r, took, nil
 }

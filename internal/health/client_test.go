@@ -42,7 +42,7 @@ func TestClient(t *testing.T) {
 	c := &Client{Timeout: 100 * time.Millisecond}
 	ctx := context.Background()
 	get := func(s *httptest.Server) (Report, error) {
-		r, _, err := c.Get(ctx, s.Listener.Addr().String(), "")
+		r, _, err := c.Get(ctx, s.Listener.Addr().String(), "", "")
 		return r, err
 	}
 	if h, err := get(ok); err != nil || h.PID != 12 || h.Status != "ok" {
@@ -65,7 +65,7 @@ func TestClient(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
 	l.Close()
-	if _, _, err := c.Get(ctx, addr, ""); err == nil {
+	if _, _, err := c.Get(ctx, addr, "", ""); err == nil {
 		t.Error("a closed port passed the check")
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,9 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Drop is a binary taken out of incoming/ for validation.
+// Drop is an app taken out of incoming/ for validation.
 type Drop struct {
-	Path    string      // the binary, moved to incoming/.taken-*
+	Name    string      // its name in incoming/
+	Path    string      // the file, moved to incoming/.taken-*
 	SigPath string      // its signature, moved alongside; "" when none came
 	Sig     []byte      // the signature's content; nil when none came
 	Info    os.FileInfo // of the binary as dropped (mode, size)
@@ -25,17 +28,21 @@ type Drop struct {
 
 // Intake takes drops out of an incoming directory.
 //
-// A drop is taken only once it is complete: the file incoming/lodis (and
-// incoming/lodis.sig, if present) is open for writing by no process — asked of
-// the kernel with a read lease, F_SETLEASE(2), which is refused while any
-// writer holds the file open, whichever namespace it runs in — and its size,
+// A drop is any file in incoming/ whose name does not start with "." (a
+// name starting with "." is a copy in progress, to be renamed into place),
+// with its detached signature beside it as NAME.sig when there is one.
+// Drops are taken oldest first. A drop is taken only once it is complete:
+// the file (and its .sig) is open for writing by no process — asked of the
+// kernel with a read lease, F_SETLEASE(2), which is refused while any writer
+// holds the file open, whichever namespace it runs in — and its size,
 // modification time and inode have not changed for Settle. So a slow `cp`, a
 // copy that stalls, or a file written in chunks is waited for, not validated
 // half-written; renaming a finished file into place (the recommended way:
-// copy to incoming/.lodis.tmp, then mv) is taken after Settle. A drop still
-// being written after MaxWait is taken anyway and reported as such, to be
-// rejected: nothing is left behind to trigger the path unit again and again.
-// On a file system without leases only the Settle rule applies.
+// copy to incoming/.NAME.tmp, then mv) is taken after Settle. A drop still
+// being written after MaxWait — or a copy in progress never renamed — is
+// taken anyway and reported as such, to be rejected: nothing is left behind
+// to trigger the path unit again and again. On a file system without leases
+// only the Settle rule applies.
 type Intake struct {
 	// Dir is the incoming directory.
 	Dir string
@@ -53,13 +60,43 @@ type Intake struct {
 // when the drop was still being written at MaxWait.
 var ErrStillWriting = errors.New("still being written")
 
-func (in *Intake) binPath() string { return filepath.Join(in.Dir, BinaryName) }
-func (in *Intake) sigPath() string { return filepath.Join(in.Dir, BinaryName+".sig") }
+// next returns the name of the drop to take now: the oldest file whose name
+// starts with no "." and is no signature; "" when there is none. inProgress
+// is the oldest copy in progress (a "." name), "" when none.
+func (in *Intake) next() (name, inProgress string) {
+	des, _ := os.ReadDir(in.Dir)
+	var best, bestTmp time.Time
+	for _, de := range des {
+		n := de.Name()
+		fi, err := de.Info()
+		if err != nil || strings.HasPrefix(n, ".taken-") {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(n, "."):
+			if inProgress == "" || fi.ModTime().Before(bestTmp) {
+				inProgress, bestTmp = n, fi.ModTime()
+			}
+		case strings.HasSuffix(n, ".sig"):
+			if _, err := os.Lstat(filepath.Join(in.Dir, strings.TrimSuffix(n, ".sig"))); err != nil {
+				// A signature alone is its own (bad) drop.
+				if name == "" || fi.ModTime().Before(best) {
+					name, best = n, fi.ModTime()
+				}
+			}
+		default:
+			if name == "" || fi.ModTime().Before(best) {
+				name, best = n, fi.ModTime()
+			}
+		}
+	}
+	return name, inProgress
+}
 
 // Pending reports whether a drop is waiting in incoming/.
 func (in *Intake) Pending() bool {
-	_, err := os.Lstat(in.binPath())
-	return err == nil
+	name, _ := in.next()
+	return name != ""
 }
 
 // Next waits until incoming/lodis is complete, moves it (and lodis.sig) to
@@ -85,37 +122,56 @@ func (in *Intake) Next(ctx context.Context) (*Drop, error) {
 	}
 	start := time.Now()
 	var last [2]fileState
+	var lastName string
 	stableSince := start
 	told := false
 	for {
-		cur := [2]fileState{stateOf(in.binPath()), stateOf(in.sigPath())}
-		if !cur[0].exists {
+		name, tmp := in.next()
+		if name == "" && tmp == "" {
 			return nil, nil
 		}
-		writer := openForWriting(in.binPath()) || (cur[1].exists && openForWriting(in.sigPath()))
-		if writer || cur != last {
-			stableSince = time.Now()
-			last = cur
-		}
-		if !writer && time.Since(stableSince) >= settle {
-			d, err := in.take(cur[0])
-			if d != nil {
+		if name == "" {
+			// Only a copy in progress: wait for it to be renamed into place.
+			if time.Since(start) > maxWait {
+				d, err := in.take(tmp, stateOf(filepath.Join(in.Dir, tmp)))
+				if err != nil {
+					return nil, err
+				}
 				d.Waited = time.Since(start)
+				return d, &Invalid{Check: "file", Err: fmt.Errorf("%w: the copy in progress %s was never renamed into place within %s", ErrStillWriting, tmp, maxWait)}
 			}
-			return d, err
-		}
-		if !told && (writer || time.Since(start) > settle) {
-			told = true
-			log.WithFields(logrus.Fields{"file": in.binPath(), "open_for_writing": writer, "size": cur[0].size}).
-				Info("waiting for the drop to be complete")
-		}
-		if time.Since(start) > maxWait {
-			d, err := in.take(cur[0])
-			if err != nil {
-				return nil, err
+			if !told {
+				told = true
+				log.WithField("file", filepath.Join(in.Dir, tmp)).Info("waiting for the copy in progress to be renamed into place")
 			}
-			d.Waited = time.Since(start)
-			return d, &Invalid{Check: "file", Err: fmt.Errorf("%w after %s (open for writing: %v, %d bytes so far)", ErrStillWriting, maxWait, writer, cur[0].size)}
+		} else {
+			bin, sig := filepath.Join(in.Dir, name), filepath.Join(in.Dir, name+".sig")
+			cur := [2]fileState{stateOf(bin), stateOf(sig)}
+			writer := openForWriting(bin) || (cur[1].exists && openForWriting(sig))
+			if writer || cur != last || name != lastName {
+				stableSince = time.Now()
+				last, lastName = cur, name
+			}
+			if !writer && time.Since(stableSince) >= settle {
+				d, err := in.take(name, cur[0])
+				if d != nil {
+					d.Waited = time.Since(start)
+				}
+				return d, err
+			}
+			if !told && (writer || time.Since(start) > settle) {
+				told = true
+				log.WithFields(logrus.Fields{"file": bin, "open_for_writing": writer, "size": cur[0].size}).
+					Info("waiting for the drop to be complete")
+			}
+			if time.Since(start) > maxWait {
+				d, err := in.take(name, cur[0])
+				if err != nil {
+					return nil, err
+				}
+				d.Waited = time.Since(start)
+				return d, &Invalid{Check: "file", Err: fmt.Errorf("%w after %s (open for writing: %v, %d bytes so far)", ErrStillWriting, maxWait, writer, cur[0].size)}
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -127,29 +183,45 @@ func (in *Intake) Next(ctx context.Context) (*Drop, error) {
 
 // take renames the drop to private names so that a newer drop can arrive
 // while this one is validated.
-func (in *Intake) take(st fileState) (*Drop, error) {
+func (in *Intake) take(name string, st fileState) (*Drop, error) {
 	tag := strconv.FormatInt(time.Now().UnixNano(), 10)
-	d := &Drop{Path: filepath.Join(in.Dir, ".taken-"+tag)}
-	fi, err := os.Lstat(in.binPath())
+	bin, sig := filepath.Join(in.Dir, name), filepath.Join(in.Dir, name+".sig")
+	d := &Drop{Name: name, Path: filepath.Join(in.Dir, ".taken-"+tag)}
+	fi, err := os.Lstat(bin)
 	if err != nil {
 		return nil, fmt.Errorf("take drop: %w", err)
 	}
 	d.Info = fi
-	if err := os.Rename(in.binPath(), d.Path); err != nil {
+	if err := os.Rename(bin, d.Path); err != nil {
 		return nil, fmt.Errorf("take drop: %w", err)
 	}
-	if st := stateOf(in.sigPath()); st.exists {
+	if st := stateOf(sig); st.exists && !strings.HasSuffix(name, ".sig") {
 		sp := filepath.Join(in.Dir, ".taken-"+tag+".sig")
-		if err := os.Rename(in.sigPath(), sp); err == nil {
+		if err := os.Rename(sig, sp); err == nil {
 			d.SigPath = sp
-			if b, err := os.ReadFile(sp); err == nil {
-				d.Sig = b
-			} else {
-				d.Sig = []byte{} // present but unreadable: fails verification
-			}
+			d.Sig = readSig(sp)
 		}
 	}
 	return d, nil
+}
+
+// maxSig bounds what is read of a signature file: a real one is 64 bytes,
+// or 89 in base64.
+const maxSig = 4096
+
+// readSig reads a signature without following a link or blocking on a
+// FIFO; one that cannot be read is empty, which fails verification.
+func readSig(path string) []byte {
+	f, err := openTrusted(path, false)
+	if err != nil {
+		return []byte{}
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSig))
+	if err != nil {
+		return []byte{}
+	}
+	return b
 }
 
 // Remove deletes a taken drop (after it was accepted or found identical to

@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,12 +22,15 @@ import (
 
 // bins are real lodis binaries built once for this package's tests.
 var bins struct {
-	dir                          string
-	good, selftestFails, exitNow string
-	arm64                        string
+	dir                      string
+	good, unhealthy, exitNow string
+	arm64                    string
 }
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "ignore-term" {
+		ignoreTerm() // this binary as an app that ignores SIGTERM
+	}
 	code, err := setup(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "release tests:", err)
@@ -48,7 +54,7 @@ func setup(m *testing.M) (int, error) {
 		spec testenv.Spec
 	}{
 		{&bins.good, testenv.Spec{Version: "t-good"}},
-		{&bins.selftestFails, testenv.Spec{Version: "t-selftest-fails", Fault: "selftest-fails"}},
+		{&bins.unhealthy, testenv.Spec{Version: "t-unhealthy", Fault: "serve-unhealthy"}},
 		{&bins.exitNow, testenv.Spec{Version: "t-exit", Fault: "exit-at-start"}},
 		{&bins.arm64, testenv.Spec{Version: "t-arm64", GOARCH: "arm64"}},
 	} {
@@ -108,14 +114,14 @@ func TestImportInstalledThenActivateAndList(t *testing.T) {
 	if one != sum(t, bins.good) {
 		t.Fatalf("release one is %s, want the installed binary's sha %s", one, sum(t, bins.good))
 	}
-	if link, _ := os.Readlink(s.CurrentLink()); link != "releases/"+one+"/lodis" {
-		t.Fatalf("current -> %q after import, want releases/%s/lodis", link, one)
+	if link, _ := os.Readlink(s.CurrentLink()); link != "releases/"+one+"/app" {
+		t.Fatalf("current -> %q after import, want releases/%s/app", link, one)
 	}
 	if again, err := s.ImportInstalled(); err != nil || again != one {
 		t.Fatalf("second import: %s, %v; want a no-op returning %s", again, err, one)
 	}
 
-	c := stage(t, s, bins.selftestFails) // any other binary will do
+	c := stage(t, s, bins.unhealthy) // any other binary will do
 	if fi, err := os.Stat(c.Path); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("staged copy: %v, %v; want mode 0755", fi, err)
 	}
@@ -176,7 +182,7 @@ func TestRejectKeepsTheFileAndTheReason(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(filepath.Dir(path), "reason")); string(b) != "elf: not an ELF executable\n" {
 		t.Fatalf("reason file = %q", b)
 	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "lodis.sig")); err != nil {
+	if _, err := os.Stat(filepath.Join(filepath.Dir(path), BinaryName+".sig")); err != nil {
 		t.Fatalf("signature not kept with the rejected drop: %v", err)
 	}
 	l, _ := s.List()
@@ -188,7 +194,7 @@ func TestRejectKeepsTheFileAndTheReason(t *testing.T) {
 func TestMarkRejectedMovesTheReleaseOut(t *testing.T) {
 	s := newRoot(t, bins.good)
 	one, _ := s.ImportInstalled()
-	c := stage(t, s, bins.selftestFails)
+	c := stage(t, s, bins.unhealthy)
 	s.Commit(c, "t2", "incoming")
 	s.SetPrevious(c.SHA256)
 	if err := s.MarkRejected(c.SHA256, "canary unhealthy"); err != nil {
@@ -260,87 +266,6 @@ func TestLockUpgradesSerialises(t *testing.T) {
 	u2()
 }
 
-func TestBadStateFileIsAClearError(t *testing.T) {
-	s := newRoot(t, bins.good)
-	os.WriteFile(filepath.Join(s.Root, "releases.json"), []byte("{not json"), 0o644)
-	_, err := s.List()
-	if err == nil || !strings.Contains(err.Error(), "releases.json: bad JSON") {
-		t.Fatalf("List with a corrupt releases.json = %v, want a bad-JSON error naming the file", err)
-	}
-	if err := s.SetPrevious("x"); err == nil {
-		t.Fatal("an update over a corrupt releases.json succeeded and would have lost its content")
-	}
-}
-
-// TestRootMakesEntriesForTheStoresOwner: when the store belongs to another
-// user (lodis, which the supervisor runs as), what root adds — a release
-// directory, a rejected drop, a lock file — is that user's, so that the
-// supervisor can later move a release to rejected/ and take the locks; the
-// binaries stay root's. Older root-owned release directories are adopted.
-func TestRootMakesEntriesForTheStoresOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to give files away")
-	}
-	const uid, gid = 65534, 65534
-	s := newRoot(t, bins.good)
-	old := filepath.Join(s.Root, "releases", strings.Repeat("a", 64))
-	os.MkdirAll(old, 0o755)
-	os.WriteFile(filepath.Join(old, "lodis"), []byte("x"), 0o755)
-	if err := os.Chown(s.Root, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	owner := func(p string) (uint32, os.FileMode) {
-		t.Helper()
-		fi, err := os.Lstat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Sys().(*syscall.Stat_t).Uid, fi.Mode().Perm()
-	}
-	sha, err := s.ImportInstalled()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u, _ := owner(filepath.Dir(s.Path(sha))); u != uid {
-		t.Errorf("release directory owned by %d, want the store's owner %d", u, uid)
-	}
-	if u, _ := owner(s.Path(sha)); u != 0 {
-		t.Errorf("release binary owned by %d, want root", u)
-	}
-	// A lock file an older lodis made for root alone is mended too.
-	os.WriteFile(filepath.Join(s.Root, ".rollout.lock"), nil, 0o600)
-	unlock, err := s.LockUpgrades(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlock()
-	if unlock, err = s.Lock(context.Background(), ".rollout.lock", false); err != nil {
-		t.Fatal(err)
-	}
-	unlock()
-	for _, lock := range []string{".lock", ".upgrade.lock", ".rollout.lock"} {
-		if u, mode := owner(filepath.Join(s.Root, lock)); u != uid || mode != 0o640 {
-			t.Errorf("%s: owner %d mode %o, want %d and 0640", lock, u, mode, uid)
-		}
-	}
-	drop := filepath.Join(t.TempDir(), "lodis")
-	os.WriteFile(drop, []byte("bad"), 0o755)
-	p, err := s.Reject(drop, "", "", "", "not lodis")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u, _ := owner(filepath.Dir(p)); u != uid {
-		t.Errorf("rejected directory owned by %d, want %d", u, uid)
-	}
-	if u, _ := owner(old); u != 0 {
-		t.Fatalf("setup: %s owned by %d", old, u)
-	}
-	s.AdoptReleases()
-	if u, _ := owner(old); u != uid {
-		t.Errorf("an older release directory owned by %d after AdoptReleases, want %d", u, uid)
-	}
-}
-
 func TestLock(t *testing.T) {
 	s := newRoot(t, bins.good)
 	unlock, err := s.Lock(context.Background(), ".x.lock", false)
@@ -358,4 +283,16 @@ func TestLock(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	u2()
+}
+
+// ignoreTerm serves 200 on every path of fd 3 and ignores SIGTERM: an app
+// that does not drain.
+func ignoreTerm() {
+	signal.Ignore(syscall.SIGTERM)
+	l, err := net.FileListener(os.NewFile(3, "http"))
+	if err != nil {
+		os.Exit(3)
+	}
+	http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("{}")) }))
+	os.Exit(0)
 }

@@ -1,23 +1,25 @@
-// Package release keeps lodis binaries content-addressed on disk and switches
+// Package release keeps app releases content-addressed on disk and switches
 // the active one atomically.
 //
 // Layout under Store.Root (default /var/lib/lodis, made by units/lodis.tmpfiles):
 //
-//	releases/<sha256>/lodis   every accepted binary, named by its SHA-256
-//	current                   symlink to the active release; units run the worker through it
-//	incoming/lodis            the drop: copy a binary here to upgrade (see Drop)
-//	incoming/lodis.sig        its detached signature, when a public key is configured
-//	rejected/<time>-<sha12>/  refused drops: the file as dropped and a "reason" file
+//	releases/<sha256>/app     every accepted app, named by its SHA-256 (app.sig: its signature)
+//	current                   symlink to the active release; workers run it (lodis exec-app)
+//	incoming/NAME             a drop: copy an app here to upgrade (see Intake)
+//	rejected/<time>-<sha12>/  refused drops and releases: the file as dropped and a "reason" file
 //	releases.json             bookkeeping: metadata, previous release, rejections
 //	rollout.json              the roll-out under way, or the last one (package rollout)
+//	app.conf.applied          the last good /etc/lodis/app.conf (package appconf)
 //	.lock, .upgrade.lock, .rollout.lock   flocks (see Store.Lock)
 //
-// Root, releases/ and rejected/ belong to user lodis (tmpfiles.d): the
-// supervisor, which drives roll-outs as that user, flips current, writes the
-// bookkeeping and moves a release that failed its roll-out to rejected/.
-// incoming/ stays root's (0750 root:lodis): only root drops binaries. Entries
-// root makes here are given to the owner of Root (release directories, lock
-// files); the binaries themselves stay root's.
+// The store belongs to root, and only root writes it: the upgrade commands
+// (lodis upgrade, lodis rollback) run as root; the supervisor, user lodis,
+// only reads. Root never acts on what a less privileged user could have
+// written: Secure, which every command that writes calls first, refuses a
+// store whose directories are not root's alone, and takes back or
+// quarantines what an older lodis (whose store belonged to user lodis) left
+// behind; files are opened without following links, and checked for type
+// and owner after they are opened.
 //
 // The active release is whatever current points at; releases.json only adds
 // what the links cannot say (which release came before, why one was refused).
@@ -49,8 +51,12 @@ import (
 // DefaultRoot is where lodis keeps its releases.
 const DefaultRoot = "/var/lib/lodis"
 
-// BinaryName is the file name of a binary inside a release or drop directory.
-const BinaryName = "lodis"
+// BinaryName is the file name of the app inside a release directory.
+const BinaryName = "app"
+
+// legacyName is the file name an older lodis gave its releases (which were
+// lodis itself); they are still read.
+const legacyName = "lodis"
 
 // Store is the release store under Root. The zero value is not usable: use
 // NewStore. Methods are safe for concurrent use by several processes.
@@ -59,6 +65,9 @@ type Store struct {
 	Root string
 	// Now tells the time; default time.Now.
 	Now func() time.Time
+	// Note, if set, is told what the store mended by itself (a corrupt
+	// state file quarantined and rebuilt), one line each.
+	Note func(msg string)
 }
 
 // NewStore returns the store at root ("" means DefaultRoot).
@@ -98,6 +107,10 @@ type state struct {
 	Rejected []Rejection         `json:"rejected"`
 }
 
+// maxStateFile bounds what is read of releases.json: 200 rejections and
+// the releases of a store pruned to a few come to far less.
+const maxStateFile = 16 << 20
+
 // maxRejections bounds the rejection history kept in releases.json.
 const maxRejections = 200
 
@@ -107,8 +120,23 @@ func (s *Store) currentLink() string { return filepath.Join(s.Root, "current") }
 func (s *Store) stateFile() string   { return filepath.Join(s.Root, "releases.json") }
 func (s *Store) rejectedDir() string { return filepath.Join(s.Root, "rejected") }
 func (s *Store) IncomingDir() string { return filepath.Join(s.Root, "incoming") }
+
+// releasePath is the app of release sha: releases/<sha>/app, or the
+// legacy releases/<sha>/lodis when only that exists.
 func (s *Store) releasePath(sha string) string {
-	return filepath.Join(s.releasesDir(), sha, BinaryName)
+	p := filepath.Join(s.releasesDir(), sha, BinaryName)
+	if _, err := os.Lstat(p); err != nil {
+		if l := filepath.Join(s.releasesDir(), sha, legacyName); isRegular(l) {
+			return l
+		}
+	}
+	return p
+}
+
+// isRegular reports whether path is a regular file (not followed if a link).
+func isRegular(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // Path returns the binary of release sha.
@@ -119,7 +147,8 @@ func (s *Store) CurrentLink() string { return s.currentLink() }
 
 // Active returns the SHA-256 of the active release (the binary current points
 // at) and that binary's path. The binary need not be in the store yet (release
-// one before import): then its hash is computed.
+// one before import): then its hash is computed, provided it is a regular
+// file root could trust (openTrusted): never a FIFO, a device or a link.
 func (s *Store) Active() (sha, path string, err error) {
 	target, err := os.Readlink(s.currentLink())
 	if err != nil {
@@ -131,7 +160,7 @@ func (s *Store) Active() (sha, path string, err error) {
 	if sha, ok := s.shaOfPath(target); ok {
 		return sha, target, nil
 	}
-	sha, err = buildinfo.FileSHA256(target)
+	sha, err = hashTrusted(target)
 	if err != nil {
 		return "", target, fmt.Errorf("active binary: %w", err)
 	}
@@ -146,7 +175,7 @@ func (s *Store) shaOfPath(p string) (string, bool) {
 	}
 	dir, file := filepath.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
-	if file != BinaryName || !IsSHA256(dir) {
+	if (file != BinaryName && file != legacyName) || !IsSHA256(dir) {
 		return "", false
 	}
 	return dir, true
@@ -166,11 +195,9 @@ func IsSHA256(s string) bool {
 	return true
 }
 
-// Has reports whether release sha is in the store.
-func (s *Store) Has(sha string) bool {
-	st, err := os.Stat(s.releasePath(sha))
-	return err == nil && st.Mode().IsRegular()
-}
+// Has reports whether release sha is in the store: a regular file, not a
+// link.
+func (s *Store) Has(sha string) bool { return IsSHA256(sha) && isRegular(s.releasePath(sha)) }
 
 // ImportInstalled makes the active binary release one when current points
 // outside the store (as tmpfiles.d leaves it after installation): the binary
@@ -185,7 +212,10 @@ func (s *Store) ImportInstalled() (sha string, err error) {
 	if _, ok := s.shaOfPath(path); ok {
 		return sha, nil
 	}
-	f, err := os.Open(path)
+	if err := trustedInstalled(path); err != nil {
+		return "", fmt.Errorf("import installed binary: %w", err)
+	}
+	f, err := openTrusted(path, true)
 	if err != nil {
 		return "", fmt.Errorf("import installed binary: %w", err)
 	}
@@ -219,11 +249,15 @@ type Candidate struct {
 	Path   string // the binary inside it
 	SHA256 string
 	Size   int64
+	// Sig, when not nil, is the detached signature that came with it,
+	// kept beside the release as app.sig (see CheckPolicy).
+	Sig []byte
 }
 
-// Stage copies r into a new candidate directory (mode 0755, binary 0755),
-// hashing as it goes, and syncs it to disk. The copy is the store's own: a
-// writer still holding the source open cannot change what is validated.
+// Stage copies r into a new candidate directory (mode 0755, binary 0755, both
+// root's), hashing as it goes, and syncs it to disk. The copy is the store's
+// own: a writer still holding the source open cannot change what is
+// validated, and nobody but root can change it afterwards.
 func (s *Store) Stage(r io.Reader) (*Candidate, error) {
 	if err := os.MkdirAll(s.releasesDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("stage: %w", err)
@@ -232,13 +266,12 @@ func (s *Store) Stage(r io.Reader) (*Candidate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stage: %w", err)
 	}
+	// Readable by all (a trial run executes it as the worker's user),
+	// writable by root alone, as the whole store.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("stage: %w", err)
 	}
-	// The release directory is the store owner's, so that the supervisor can
-	// move it to rejected/ after a failed roll-out; the binary stays root's.
-	s.own(dir)
 	c := &Candidate{Dir: dir, Path: filepath.Join(dir, BinaryName)}
 	c.SHA256, c.Size, err = copyHashed(c.Path, r, 0o755)
 	if err != nil {
@@ -259,7 +292,16 @@ func (s *Store) Discard(c *Candidate) {
 // that release already exists the candidate is discarded. source says where it
 // came from ("incoming", "installed").
 func (s *Store) Commit(c *Candidate, version, source string) error {
-	final := filepath.Dir(s.releasePath(c.SHA256))
+	// What is committed is what was checked: the candidate is hashed again.
+	if sum, err := buildinfo.FileSHA256(c.Path); err != nil || sum != c.SHA256 {
+		return fmt.Errorf("accept release %s: the candidate changed since it was checked (now %s, %v)", buildinfo.ShortSHA(c.SHA256), buildinfo.ShortSHA(sum), err)
+	}
+	if c.Sig != nil {
+		if err := os.WriteFile(c.Path+".sig", c.Sig, 0o644); err != nil {
+			return fmt.Errorf("accept release %s: keep its signature: %w", buildinfo.ShortSHA(c.SHA256), err)
+		}
+	}
+	final := filepath.Join(s.releasesDir(), c.SHA256)
 	if s.Has(c.SHA256) {
 		s.Discard(c)
 	} else {
@@ -290,17 +332,13 @@ func (s *Store) Activate(sha string) error {
 	if !s.Has(sha) {
 		return fmt.Errorf("activate %s: no such release in %s", buildinfo.ShortSHA(sha), s.releasesDir())
 	}
-	target := filepath.Join("releases", sha, BinaryName) // relative to Root
-	tmp := s.currentLink() + ".new"
-	os.Remove(tmp)
-	if err := os.Symlink(target, tmp); err != nil {
+	target, err := filepath.Rel(s.Root, s.releasePath(sha)) // relative to Root
+	if err != nil {
 		return fmt.Errorf("activate %s: %w", buildinfo.ShortSHA(sha), err)
 	}
-	if err := os.Rename(tmp, s.currentLink()); err != nil {
-		os.Remove(tmp)
+	if err := s.link(target); err != nil {
 		return fmt.Errorf("activate %s: %w", buildinfo.ShortSHA(sha), err)
 	}
-	syncDir(s.Root)
 	return s.update(func(st *state) error {
 		if r := st.Releases[sha]; r != nil {
 			r.Activated = s.Now().UTC()
@@ -345,7 +383,6 @@ func (s *Store) Reject(path, sigPath, sha, version, reason string) (string, erro
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("reject: %w", err)
 	}
-	s.own(dir)
 	dst := filepath.Join(dir, BinaryName)
 	if err := os.Rename(path, dst); err != nil {
 		return "", fmt.Errorf("reject: move %s: %w", path, err)
@@ -471,20 +508,80 @@ func (s *Store) List() (*Listing, error) {
 // load reads releases.json; a missing file is an empty state.
 func (s *Store) load() (*state, error) {
 	st := &state{Releases: map[string]*Release{}}
-	b, err := os.ReadFile(s.stateFile())
+	b, err := ReadStateFile(s.stateFile(), maxStateFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrUntrusted) && !errors.Is(err, ErrTooLarge) {
 		return nil, fmt.Errorf("read %s: %w", s.stateFile(), err)
 	}
+	if err == nil {
+		err = st.parse(b)
+	}
+	if err != nil {
+		err = fmt.Errorf("read %s: %w", s.stateFile(), err)
+		if os.Geteuid() != 0 {
+			return nil, err
+		}
+		// Root mends it: the file is kept for inspection, and the state
+		// rebuilt from what the store holds.
+		dst, qerr := s.quarantine(s.stateFile(), err.Error())
+		if qerr != nil {
+			return nil, errors.Join(err, qerr)
+		}
+		s.note(fmt.Sprintf("%v: quarantined as %s; rebuilt from releases/", err, dst))
+		return s.rebuild(), nil
+	}
+	return st, nil
+}
+
+// parse decodes releases.json and checks that it names releases by SHA-256.
+func (st *state) parse(b []byte) error {
 	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("read %s: bad JSON: %w", s.stateFile(), err)
+		return fmt.Errorf("bad JSON: %w", err)
 	}
 	if st.Releases == nil {
 		st.Releases = map[string]*Release{}
 	}
-	return st, nil
+	for k, r := range st.Releases {
+		if !IsSHA256(k) || r == nil || r.SHA256 != k {
+			return fmt.Errorf("bad entry %q: not a release's SHA-256", clipName(k))
+		}
+	}
+	if st.Previous != "" && !IsSHA256(st.Previous) {
+		return fmt.Errorf("bad previous %q: not a release's SHA-256", clipName(st.Previous))
+	}
+	return nil
+}
+
+// rebuild is the state the release directories alone tell.
+func (s *Store) rebuild() *state {
+	st := &state{Releases: map[string]*Release{}}
+	des, _ := os.ReadDir(s.releasesDir())
+	for _, de := range des {
+		if sha := de.Name(); IsSHA256(sha) && s.Has(sha) {
+			fi, _ := de.Info()
+			r := &Release{SHA256: sha, Source: "recovered"}
+			if fi != nil {
+				r.Imported = fi.ModTime().UTC()
+			}
+			st.Releases[sha] = r
+		}
+	}
+	return st
+}
+
+func (s *Store) note(msg string) {
+	if s.Note != nil {
+		s.Note(msg)
+	}
+}
+
+func clipName(s string) string {
+	if len(s) > 70 {
+		return s[:70] + "…"
+	}
+	return s
 }
 
 // update applies fn to releases.json under the state lock and writes it back
@@ -527,20 +624,25 @@ func (s *Store) Lock(ctx context.Context, name string, wait bool) (unlock func()
 // ErrLocked is wrapped by Lock's error when another process holds the lock.
 var ErrLocked = errors.New("held by another process")
 
-// lockFile takes an exclusive flock on Root/name. The file is opened
-// read-only (flock needs no more), so that the supervisor, running as user
-// lodis, can lock a file root created and the other way round: created by
-// root, it belongs to the store's owner (see owner) with mode 0640.
+// lockFile takes an exclusive flock on Root/name, a root-only file (0600)
+// opened without following a link and checked to be a regular file. As
+// root, whatever else is found there — a link, a FIFO, a directory — is
+// quarantined (Quarantine) and a fresh lock made in its place, so that a
+// hostile or broken lock stops nothing.
 func (s *Store) lockFile(ctx context.Context, name string, wait bool) (func(), error) {
 	path := filepath.Join(s.Root, name)
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
+	f, err := openLock(path)
+	if errors.Is(err, ErrUntrusted) && os.Geteuid() == 0 {
+		dst, qerr := s.quarantine(path, err.Error())
+		if qerr == nil {
+			s.note(fmt.Sprintf("%v: quarantined as %s; made a fresh lock", err, dst))
+		}
+		if qerr == nil || errors.Is(qerr, os.ErrNotExist) {
+			f, err = openLock(path)
+		}
 	}
-	if uid, gid, ok := s.owner(); ok {
-		// Also mends a lock file an older lodis made 0600 for root.
-		f.Chown(uid, gid)
-		f.Chmod(0o640)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -564,49 +666,29 @@ func (s *Store) lockFile(ctx context.Context, name string, wait bool) (func(), e
 	}
 }
 
-// owner returns the user and group the store's files should belong to —
-// those of Root, which tmpfiles.d gives to user lodis so that the supervisor
-// can flip current and move a rejected release — when this process runs as
-// root and Root is not root's own; ok is false otherwise (nothing to change).
-func (s *Store) owner() (uid, gid int, ok bool) {
-	if os.Geteuid() != 0 {
-		return 0, 0, false
+// openLock opens (creating it if need be) the lock file at path: never
+// through a link, never blocking on a FIFO, and only a regular file; the
+// error wraps ErrUntrusted for anything else found there.
+func openLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0o600)
+	switch {
+	case errors.Is(err, syscall.ELOOP):
+		return nil, fmt.Errorf("%s is a symbolic link: %w", path, ErrUntrusted)
+	case errors.Is(err, syscall.EISDIR):
+		return nil, fmt.Errorf("%s is a directory: %w", path, ErrUntrusted)
+	case err != nil:
+		return nil, err
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(s.Root, &st); err != nil || st.Uid == 0 {
-		return 0, 0, false
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
-	return int(st.Uid), int(st.Gid), true
-}
-
-// AdoptReleases gives the release directories to the store's owner (see
-// owner) when an older lodis made them root's, so that the supervisor can
-// move any of them to rejected/. It does nothing unless the caller is root.
-func (s *Store) AdoptReleases() {
-	uid, gid, ok := s.owner()
-	if !ok {
-		return
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file (%s): %w", path, fi.Mode().Type(), ErrUntrusted)
 	}
-	des, _ := os.ReadDir(s.releasesDir())
-	for _, de := range des {
-		if !de.IsDir() || !IsSHA256(de.Name()) {
-			continue
-		}
-		if fi, err := de.Info(); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
-				os.Lchown(filepath.Join(s.releasesDir(), de.Name()), uid, gid)
-			}
-		}
-	}
-}
-
-// own gives path to the store's owner (see owner); it does nothing for a
-// caller that is not root. A failure only means the supervisor cannot move
-// that entry later, so it is not an error here.
-func (s *Store) own(path string) {
-	if uid, gid, ok := s.owner(); ok {
-		os.Lchown(path, uid, gid)
-	}
+	return f, nil
 }
 
 // WriteFileAtomic writes data to path through a temporary file in the same
@@ -644,4 +726,109 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
+}
+
+// CheckPolicy applies the signature policy in force now to release sha:
+// when the public key at keyPath exists, the release must have come with a
+// valid signature (kept as app.sig beside it). A missing key file is no
+// policy.
+func (s *Store) CheckPolicy(sha, keyPath string) error {
+	key, err := LoadPublicKey(keyPath)
+	if err != nil || key == nil {
+		return err
+	}
+	var sig []byte
+	if f, err := openTrusted(s.releasePath(sha)+".sig", false); err == nil {
+		sig, _ = io.ReadAll(io.LimitReader(f, maxSig))
+		f.Close()
+	}
+	return CheckSignature(s.releasePath(sha), sig, key, keyPath)
+}
+
+// Prune keeps the store from growing without bound: of the releases, the
+// keep most recently imported stay, and always the active and the previous
+// one; of rejected/, the keepRejected newest entries. A release pruned stays
+// in releases.json only when it was rejected (so that the same file dropped
+// again is refused at once). It returns what it removed. keep < 2 or
+// keepRejected < 0 means no pruning of that kind.
+func (s *Store) Prune(keep, keepRejected int) ([]string, error) {
+	var removed []string
+	if keep >= 2 {
+		err := s.update(func(st *state) error {
+			active, _, _ := s.Active()
+			type rel struct {
+				sha string
+				at  time.Time
+			}
+			var all []rel
+			des, _ := os.ReadDir(s.releasesDir())
+			for _, de := range des {
+				if sha := de.Name(); IsSHA256(sha) {
+					r := rel{sha: sha}
+					if m := st.Releases[sha]; m != nil {
+						r.at = m.Imported
+					}
+					all = append(all, r)
+				}
+			}
+			slices.SortFunc(all, func(a, b rel) int { return b.at.Compare(a.at) })
+			kept := 0
+			for _, r := range all {
+				if r.sha == active || r.sha == st.Previous {
+					continue
+				}
+				if kept < keep-2 {
+					kept++
+					continue
+				}
+				if err := os.RemoveAll(filepath.Join(s.releasesDir(), r.sha)); err != nil {
+					return err
+				}
+				removed = append(removed, filepath.Join(s.releasesDir(), r.sha))
+				if m := st.Releases[r.sha]; m != nil && m.Rejected == "" {
+					delete(st.Releases, r.sha)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return removed, fmt.Errorf("prune releases: %w", err)
+		}
+	}
+	if keepRejected >= 0 {
+		des, _ := os.ReadDir(s.rejectedDir())
+		// Names start with the time: newest last.
+		for i := 0; i < len(des)-keepRejected; i++ {
+			p := filepath.Join(s.rejectedDir(), des[i].Name())
+			if err := os.RemoveAll(p); err != nil {
+				return removed, fmt.Errorf("prune rejected: %w", err)
+			}
+			removed = append(removed, p)
+		}
+	}
+	return removed, nil
+}
+
+// StageFile is Stage for a drop in incoming/: opened without following a
+// link or blocking on a FIFO, and refused as an *Invalid when it is not a
+// regular file or grows past max bytes (0: no bound) while it is copied.
+func (s *Store) StageFile(path string, max int64) (*Candidate, error) {
+	f, err := openTrusted(path, false)
+	if err != nil {
+		return nil, &Invalid{Check: "file", Err: err}
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if max > 0 {
+		r = io.LimitReader(f, max+1)
+	}
+	c, err := s.Stage(r)
+	if err != nil {
+		return nil, fmt.Errorf("could not be copied into the store: %w", err)
+	}
+	if max > 0 && c.Size > max {
+		s.Discard(c)
+		return nil, invalid("file", "more than the %d bytes allowed (it grew while it was copied)", max)
+	}
+	return c, nil
 }

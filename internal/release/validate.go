@@ -1,7 +1,6 @@
 package release
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -15,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/internal/appconf"
 )
 
 // Invalid is the error for a binary that must not be switched to. Check names
@@ -34,42 +33,51 @@ func invalid(check, format string, args ...any) *Invalid {
 	return &Invalid{Check: check, Err: fmt.Errorf(format, args...)}
 }
 
-// Validator decides whether a binary may become a release. Its checks run in
-// this order, cheapest and safest first, so nothing is executed before the
-// file is known to be a complete, signed executable for this machine:
+// Validator decides whether a dropped app may become a release. It asks
+// the app nothing about itself: it checks the file, then runs it as a
+// worker would. Its checks run in this order, cheapest and safest first, so
+// nothing is executed before the file is known to be complete, runnable on
+// this machine and signed:
 //
 //  1. file: a regular, non-empty file with an execute bit (CheckFile, on the drop as copied)
-//  2. elf: an ELF executable for this architecture, not truncated (CheckELF)
+//  2. format: an ELF executable for this architecture, not truncated
+//     (CheckELF), or a script whose #! interpreter is an executable file
+//     here (CheckScript)
 //  3. signature: when PublicKey is set, a valid detached signature (CheckSignature)
-//  4. version: `lodis version` exits 0 within Timeout and names the file's own SHA-256
-//  5. selftest: `lodis selftest` exits 0 within Timeout
-//
-// Steps 4 and 5 run in Sandbox.
+//  4. trial: the app run by Trial as a worker — the worker's sandbox, a
+//     listening socket passed as systemd passes it — must answer its health
+//     path, then exit on SIGTERM within its stop timeout
 type Validator struct {
-	// Arch is the GOARCH the binary must be built for; default runtime.GOARCH.
+	// Arch is the GOARCH a binary must be built for; default runtime.GOARCH.
 	Arch string
 	// PublicKey, when not nil, makes a valid ed25519 signature mandatory.
 	PublicKey ed25519.PublicKey
 	// KeyPath names the key in reasons; informational.
 	KeyPath string
-	// Sandbox runs the binary for steps 4 and 5. Required.
-	Sandbox Sandbox
-	// Timeout bounds each sandboxed run; default 10 s.
+	// Trial runs the candidate for check 4. Required.
+	Trial Trial
+	// App is how the app is run and checked (arguments, health path,
+	// readiness, timeouts), as /etc/lodis/app.conf says.
+	App appconf.Config
+	// Timeout bounds the trial's wait for a first healthy answer, cold
+	// start included; default 10 s.
 	Timeout time.Duration
 }
 
-// Report is what validation learnt about an accepted binary.
+// Report is what validation learnt about an accepted app.
 type Report struct {
-	Version  string
-	Selftest string // the selftest's closing line
+	Kind    string // "elf" or "script"
+	Version string // the health answer's "version", when it has one
+	Trial   string // one line on the trial run
 }
 
-// Validate runs checks 2 to 5 on the staged candidate (check 1 concerns the
+// Validate runs checks 2 to 4 on the staged candidate (check 1 concerns the
 // drop itself: run CheckFile on it first). sig is the detached signature that
 // came with the drop, nil when none did. The error is an *Invalid for a bad
-// binary, anything else for a failure of the validation itself.
+// app, anything else for a failure of the validation itself.
 func (v *Validator) Validate(ctx context.Context, c *Candidate, sig []byte) (*Report, error) {
-	if err := CheckELF(c.Path, v.arch()); err != nil {
+	kind, err := CheckFormat(c.Path, v.arch())
+	if err != nil {
 		return nil, err
 	}
 	if v.PublicKey != nil {
@@ -77,26 +85,18 @@ func (v *Validator) Validate(ctx context.Context, c *Candidate, sig []byte) (*Re
 			return nil, err
 		}
 	}
-	if v.Sandbox == nil {
-		return nil, errors.New("validator has no sandbox")
+	if v.Trial == nil {
+		return nil, errors.New("validator has no trial")
 	}
 	timeout := v.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	out, err := v.Sandbox.Run(ctx, c.Path, []string{"version"}, timeout)
+	res, err := v.Trial.Run(ctx, c.Path, v.App, timeout)
 	if err != nil {
-		return nil, &Invalid{Check: "version", Err: fmt.Errorf("`lodis version` %w", err)}
+		return nil, err
 	}
-	ver, sum := parseVersion(out)
-	if sum != c.SHA256 {
-		return nil, invalid("version", "`lodis version` does not report this file's sha256 %s (got %q): not a lodis binary", buildinfo.ShortSHA(c.SHA256), firstLine(out))
-	}
-	out, err = v.Sandbox.Run(ctx, c.Path, []string{"selftest", "-timeout", timeout.String()}, timeout+2*time.Second)
-	if err != nil {
-		return nil, &Invalid{Check: "selftest", Err: fmt.Errorf("`lodis selftest` %w", err)}
-	}
-	return &Report{Version: ver, Selftest: lastLine(out)}, nil
+	return &Report{Kind: kind, Version: res.Version, Trial: res.Summary}, nil
 }
 
 func (v *Validator) arch() string {
@@ -220,22 +220,6 @@ func printable(b []byte) string {
 		}
 	}
 	return s.String()
-}
-
-// parseVersion reads `lodis version` output: "lodis VERSION" then
-// "sha256: HEX" among the lines.
-func parseVersion(out []byte) (version, sha string) {
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if v, ok := strings.CutPrefix(line, "lodis "); ok && version == "" {
-			version = strings.TrimSpace(v)
-		}
-		if v, ok := strings.CutPrefix(line, "sha256: "); ok {
-			sha = strings.TrimSpace(v)
-		}
-	}
-	return version, sha
 }
 
 func firstLine(b []byte) string {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lodis/lodis/internal/appconf"
 )
 
 func writeFile(t *testing.T, name string, b []byte, mode os.FileMode) string {
@@ -83,24 +85,41 @@ func TestCheckFile(t *testing.T) {
 	}
 }
 
-func TestValidateRunsVersionAndSelftest(t *testing.T) {
+func TestValidateTrial(t *testing.T) {
 	s := newRoot(t, bins.good)
-	v := &Validator{Arch: "amd64", Sandbox: Direct{}, Timeout: 10 * time.Second}
+	script := func(body string) string { return writeFile(t, "app.sh", []byte(body), 0o755) }
+	ignoreTerm := appconf.Default()
+	ignoreTerm.Args, ignoreTerm.StopTimeout = []string{"ignore-term"}, time.Second
 	for _, tc := range []struct {
-		name, bin, check, want string
+		name, bin string
+		app       func(c *appconf.Config)
+		check     string
+		want      string
 	}{
-		{"good", bins.good, "", ""},
-		{"selftest fails", bins.selftestFails, "selftest", "`lodis selftest` exited with status 1: lodis selftest: FAILED: test fault selftest-fails"},
-		{"exits at start-up", bins.exitNow, "version", "`lodis version` exited with status 3"},
-		{"not lodis", "/bin/true", "version", "does not report this file's sha256"},
+		{"good", bins.good, nil, "", ""},
+		{"exits at start-up", bins.exitNow, nil, "trial", "exited before it answered"},
+		{"not an app at all", "/bin/true", nil, "trial", "exited before it answered"},
+		{"health answers 503", bins.unhealthy, nil, "trial", "answered 503 Service Unavailable three times in a row"},
+		{"never answers", script("#!/bin/sh\nexec sleep 30\n"), nil, "trial", "no healthy answer on /__/health within 1s"},
+		{"ignores SIGTERM", os.Args[0], func(c *appconf.Config) { *c = ignoreTerm }, "trial", "ignored SIGTERM"},
+		{"interpreter missing", script("#!/usr/bin/no-such-python3\nprint(1)\n"), nil, "script", "the interpreter /usr/bin/no-such-python3 is missing"},
+		{"relative interpreter", script("#!python3\n"), nil, "script", "not an absolute path"},
+		{"text", writeFile(t, "notes.txt", []byte("hello\n"), 0o755), nil, "elf", "not an ELF executable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			v := &Validator{Arch: "amd64", Trial: DirectTrial{}, App: appconf.Default(), Timeout: time.Second}
+			if tc.check == "" {
+				v.Timeout = 20 * time.Second // a busy machine starts a worker slowly
+			}
+			if tc.app != nil {
+				tc.app(&v.App)
+			}
 			c := stage(t, s, tc.bin)
 			defer s.Discard(c)
 			rep, err := v.Validate(context.Background(), c, nil)
 			if tc.check == "" {
-				if err != nil || !strings.HasPrefix(rep.Version, "t-good") || !strings.Contains(rep.Selftest, "ok") {
-					t.Fatalf("Validate = %+v, %v; want version t-good and a selftest ok", rep, err)
+				if err != nil || !strings.HasPrefix(rep.Version, "t-good") || rep.Kind != "elf" || !strings.Contains(rep.Trial, "stopped") {
+					t.Fatalf("Validate = %+v, %v; want version t-good from its health answer", rep, err)
 				}
 				return
 			}
@@ -112,26 +131,6 @@ func TestValidateRunsVersionAndSelftest(t *testing.T) {
 	}
 }
 
-func TestDirectSandboxTimesOut(t *testing.T) {
-	start := time.Now()
-	_, err := Direct{}.Run(context.Background(), "/bin/sleep", []string{"10"}, 200*time.Millisecond)
-	if err == nil || err.Error() != "timed out after 200ms" {
-		t.Fatalf("Run(sleep 10) = %v, want timed out after 200ms", err)
-	}
-	if d := time.Since(start); d > 8*time.Second {
-		t.Fatalf("the timeout took %s to act", d)
-	}
-}
-
-func TestSplitSystemdRunOutput(t *testing.T) {
-	stderr := "Running as unit: run-u5.service\nlodis selftest: FAILED: boom\nFinished with result: exit-code\n" +
-		"Main processes terminated with: code=exited/status=1\nService runtime: 275ms\n"
-	out, result, status := splitSystemdRun([]byte("stdout line\n"), []byte(stderr))
-	if string(out) != "stdout line\nlodis selftest: FAILED: boom\n" || result != "exit-code" || status != "code=exited/status=1" {
-		t.Fatalf("split = %q, %q, %q", out, result, status)
-	}
-}
-
 // TestWorkerSandboxIsTheUnits: the validation sandbox is the worker unit's
 // hardening, the only copy of it, plus loopback-only networking.
 func TestWorkerSandboxIsTheUnits(t *testing.T) {
@@ -139,7 +138,7 @@ func TestWorkerSandboxIsTheUnits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DynamicUser=yes", "SystemCallFilter=@system-service", "ProtectSystem=strict", "IPAddressDeny=any", "IPAddressAllow=localhost"} {
+	for _, want := range []string{"DynamicUser=yes", "PrivateNetwork=yes", "RootDirectory=/run/lodis-root", "ProtectSystem=strict", "IPAddressDeny=any", "IPAddressAllow=localhost"} {
 		if !slices.Contains(sb, want) {
 			t.Errorf("WorkerSandbox lacks %q: %v", want, sb)
 		}

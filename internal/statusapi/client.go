@@ -98,3 +98,6 @@ func (c *Client) Do(ctx context.Context, method, path string, body, v any) error
 	}
 	return nil
 }
+
+// HTTP is the client's HTTP client, for requests Do does not cover.
+func (c *Client) HTTP() *http.Client { return c.http }

@@ -37,10 +37,13 @@ type RolloutStatus struct {
 
 // InstanceStatus is one lodis instance (a port) as the supervisor sees it.
 type InstanceStatus struct {
-	Port          string       `json:"port"`
-	Socket        string       `json:"socket"` // "active/listening", "failed/failed", …
-	SocketResult  string       `json:"socket_result,omitempty"`
-	Worker        string       `json:"worker"` // "active/running", "inactive/dead", …
+	Port         string `json:"port"`
+	Socket       string `json:"socket"` // "active/listening", "failed/failed", …
+	SocketResult string `json:"socket_result,omitempty"`
+	Worker       string `json:"worker"` // "active/running", "inactive/dead", …
+	// WorkerUnit names the unit serving the port when it is not the port's
+	// own worker: its alternate, lodis-alt@PORT.service, after a roll-out.
+	WorkerUnit    string       `json:"worker_unit,omitempty"`
 	WorkerResult  string       `json:"worker_result,omitempty"`
 	PID           uint32       `json:"pid,omitempty"`
 	Version       string       `json:"version,omitempty"` // from the last health probe of this pid

@@ -27,8 +27,10 @@ const (
 	managerIface   = "org.freedesktop.systemd1.Manager"
 	unitIface      = "org.freedesktop.systemd1.Unit"
 	propsChanged   = "org.freedesktop.DBus.Properties.PropertiesChanged"
-	// lodisPathPrefix is how "lodis@" starts in an escaped unit object path.
+	// lodisPathPrefix and altPathPrefix are how "lodis@" and "lodis-alt@"
+	// start in an escaped unit object path.
 	lodisPathPrefix = unitPathPrefix + "lodis_40"
+	altPathPrefix   = unitPathPrefix + "lodis_2dalt_40"
 	// changesQueue is how many decoded changes wait for the caller.
 	changesQueue = 512
 )

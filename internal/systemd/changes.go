@@ -10,7 +10,8 @@ import (
 
 // UnitChange is one lodis@ unit's news from a D-Bus signal: the properties
 // that changed (ActiveState, SubState, Result, MainPID,
-// ActiveEnterTimestamp, LoadState; Apply sets them on a UnitState), or that
+// ActiveEnterTimestamp, InactiveExitTimestamp, LoadState; Apply sets them on
+// a UnitState), or that
 // it was loaded (New) or unloaded (Removed).
 type UnitChange struct {
 	Unit    string
@@ -39,14 +40,14 @@ func decodeAll(sigs <-chan *dbus.Signal, out chan<- UnitChange, closed <-chan st
 
 // watchedProps are the properties UnitChange carries.
 var watchedProps = map[string]bool{"ActiveState": true, "SubState": true, "Result": true,
-	"MainPID": true, "ActiveEnterTimestamp": true, "LoadState": true}
+	"MainPID": true, "ActiveEnterTimestamp": true, "InactiveExitTimestamp": true, "LoadState": true}
 
 // decodeSignal turns a systemd signal about a lodis instance unit into a
 // UnitChange; ok is false for any other signal.
 func decodeSignal(s *dbus.Signal) (UnitChange, bool) {
 	switch s.Name {
 	case propsChanged:
-		if !strings.HasPrefix(string(s.Path), lodisPathPrefix) || len(s.Body) < 2 {
+		if !strings.HasPrefix(string(s.Path), lodisPathPrefix) && !strings.HasPrefix(string(s.Path), altPathPrefix) || len(s.Body) < 2 {
 			return UnitChange{}, false
 		}
 		name := unescapeUnitPath(s.Path)
@@ -117,12 +118,21 @@ func applyProps(u *UnitState, props map[string]any) {
 			u.UnitFileState, _ = v.(string)
 		case "MainPID":
 			u.MainPID, _ = v.(uint32)
+		case "Environment":
+			u.Environment, _ = v.([]string)
 		case "ActiveEnterTimestamp":
-			if us, ok := v.(uint64); ok && us > 0 {
-				u.ActiveEnter = time.UnixMicro(int64(us))
-			} else {
-				u.ActiveEnter = time.Time{}
-			}
+			u.ActiveEnter = timestamp(v)
+		case "InactiveExitTimestamp":
+			u.InactiveExit = timestamp(v)
 		}
 	}
+}
+
+// timestamp turns a systemd timestamp property (µs since the epoch, 0 for
+// never) into a time; zero for never or a value of another type.
+func timestamp(v any) time.Time {
+	if us, ok := v.(uint64); ok && us > 0 {
+		return time.UnixMicro(int64(us))
+	}
+	return time.Time{}
 }

@@ -63,3 +63,19 @@ func jobError(verb, unit, result string) error {
 	}
 	return fmt.Errorf("%s %s: job %s", verb, unit, result)
 }
+
+// EnqueueStartUnit implements Units: no job channel, nothing waits.
+func (b *Bus) EnqueueStartUnit(ctx context.Context, name string) error {
+	if _, err := b.conn.StartUnitContext(ctx, name, "replace", nil); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	return nil
+}
+
+// EnqueueStopUnit implements Units: no job channel, nothing waits.
+func (b *Bus) EnqueueStopUnit(ctx context.Context, name string) error {
+	if _, err := b.conn.StopUnitContext(ctx, name, "replace", nil); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	return nil
+}

@@ -15,6 +15,8 @@ const (
 	// (ListUnitsByPatterns syntax).
 	WorkerPattern = "lodis@*.service"
 	SocketPattern = "lodis@*.socket"
+	// AltPattern matches every port's alternate worker.
+	AltPattern = "lodis-alt@*.service"
 )
 
 // SocketUnit names the listening socket of port, e.g. "lodis@8080.socket".
@@ -23,10 +25,23 @@ func SocketUnit(port string) string { return "lodis@" + port + ".socket" }
 // ServiceUnit names the worker of port, e.g. "lodis@8080.service".
 func ServiceUnit(port string) string { return "lodis@" + port + ".service" }
 
+// AltUnit names the alternate worker of port, e.g. "lodis-alt@8080.service":
+// a second worker that shares the port's socket (Sockets=) while a roll-out
+// replaces the worker, and serves on until the next one.
+func AltUnit(port string) string { return "lodis-alt@" + port + ".service" }
+
 // ParseUnit splits a lodis instance unit name into its port and type
-// ("socket" or "service"); ok is false for any other unit, and for an
-// instance that is not a port number from 1 to 65535.
+// ("socket", "service", or "alt" for the alternate worker); ok is false for
+// any other unit, and for an instance that is not a port number from 1 to
+// 65535.
 func ParseUnit(name string) (port, typ string, ok bool) {
+	if rest, found := strings.CutPrefix(name, "lodis-alt@"); found {
+		port, ok := strings.CutSuffix(rest, ".service")
+		if !ok || !ValidPort(port) {
+			return "", "", false
+		}
+		return port, "alt", true
+	}
 	rest, found := strings.CutPrefix(name, "lodis@")
 	if !found {
 		return "", "", false
@@ -54,11 +69,11 @@ func ValidPort(p string) bool {
 	return n >= 1 && n <= 65535
 }
 
-// PortOf returns the instance (port) of a lodis@ unit name
+// PortOf returns the instance (port) of a lodis@ or lodis-alt@ unit name
 // ("lodis@8080.service" → "8080"); for any other name, the name without its
 // suffix.
 func PortOf(unit string) string {
-	s := strings.TrimPrefix(unit, "lodis@")
+	s := strings.TrimPrefix(strings.TrimPrefix(unit, "lodis-alt@"), "lodis@")
 	if i := strings.LastIndexByte(s, '.'); i >= 0 {
 		s = s[:i]
 	}

@@ -36,7 +36,7 @@ func (b *Bus) UnitState(ctx context.Context, name string) (UnitState, error) {
 		return v.Value(), nil
 	}
 	props := map[string]any{}
-	for _, p := range []string{"LoadState", "ActiveState", "SubState", "ActiveEnterTimestamp", "UnitFileState"} {
+	for _, p := range []string{"LoadState", "ActiveState", "SubState", "ActiveEnterTimestamp", "InactiveExitTimestamp", "UnitFileState"} {
 		if props[p], err = get(unitIface, p); err != nil {
 			return u, err
 		}
@@ -51,7 +51,7 @@ func (b *Bus) UnitState(ctx context.Context, name string) (UnitState, error) {
 	if props["LoadState"] == "loaded" && typ != "" {
 		tprops := []string{"Result"}
 		if typ == "Service" {
-			tprops = append(tprops, "MainPID")
+			tprops = append(tprops, "MainPID", "Environment")
 		}
 		for _, p := range tprops {
 			if props[p], err = get("org.freedesktop.systemd1."+typ, p); err != nil {
@@ -106,6 +106,33 @@ func (b *Bus) ListenAddress(ctx context.Context, socket string) (string, error) 
 		}
 	}
 	return "", nil
+}
+
+// UnitPIDs implements Units: the unit's ControlGroup= property, then the
+// cgroup's member processes (cgroup v2, /sys/fs/cgroup).
+func (b *Bus) UnitPIDs(ctx context.Context, name string) ([]int, error) {
+	// GetUnitProcesses answers whatever the cgroup layout (unified,
+	// hybrid or legacy) and needs no privilege: an array of (control
+	// group, PID, command line).
+	var procs []struct {
+		CGroup  string
+		PID     uint32
+		Command string
+	}
+	err := b.sig.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1").
+		CallWithContext(ctx, managerIface+".GetUnitProcesses", 0, name).Store(&procs)
+	var de dbus.Error
+	if errors.As(err, &de) && (de.Name == "org.freedesktop.systemd1.NoSuchUnit" || de.Name == "org.freedesktop.DBus.Error.UnixProcessIdUnknown") {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("processes of %s: %w", name, err)
+	}
+	pids := make([]int, 0, len(procs))
+	for _, p := range procs {
+		pids = append(pids, int(p.PID))
+	}
+	return pids, nil
 }
 
 var _ Units = (*Bus)(nil)

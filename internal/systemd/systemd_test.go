@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -54,9 +55,18 @@ func TestDecodeSignal(t *testing.T) {
 		t.Errorf("UnitRemoved decoded as %+v %v", r, ok)
 	}
 	var u UnitState
-	applyProps(&u, map[string]any{"ActiveState": "active", "SubState": "running", "MainPID": uint32(5), "ActiveEnterTimestamp": uint64(1_700_000_000_000_000)})
-	if u.State() != "active/running" || u.MainPID != 5 || u.ActiveEnter.Unix() != 1_700_000_000 {
+	applyProps(&u, map[string]any{"ActiveState": "active", "SubState": "running", "MainPID": uint32(5), "ActiveEnterTimestamp": uint64(1_700_000_000_000_000),
+		"InactiveExitTimestamp": uint64(1_699_999_999_750_000)})
+	if u.State() != "active/running" || u.MainPID != 5 || u.ActiveEnter.Unix() != 1_700_000_000 || u.ActiveEnter.Sub(u.InactiveExit) != 250*time.Millisecond {
 		t.Errorf("applyProps gave %+v", u)
+	}
+	applyProps(&u, map[string]any{"InactiveExitTimestamp": uint64(0)})
+	if !u.InactiveExit.IsZero() {
+		t.Errorf("InactiveExitTimestamp 0 (never) gave %v", u.InactiveExit)
+	}
+	c, ok = decodeSignal(propsSignal("lodis@8080.service", unitIface, map[string]any{"ActiveState": "activating", "InactiveExitTimestamp": uint64(1)}))
+	if !ok || c.Props["InactiveExitTimestamp"] != uint64(1) {
+		t.Errorf("InactiveExitTimestamp not carried: %+v %v", c, ok)
 	}
 }
 

@@ -14,9 +14,16 @@ type UnitState struct {
 	Result      string    // the Socket/Service Result=: success, signal, trigger-limit-hit, …
 	MainPID     uint32    // services only; 0 when no process runs
 	ActiveEnter time.Time // when the unit last entered the active state; zero if never
+	// InactiveExit is when the unit last left the inactive (or failed)
+	// state: for a service, when its start began (ActiveState activating).
+	// Zero if never.
+	InactiveExit time.Time
 	// UnitFileState is enabled, disabled, static, …; filled by
 	// Units.UnitState and ListUnits, not by unit changes.
 	UnitFileState string
+	// Environment is a service's Environment= (KEY=value), as its unit
+	// files and drop-ins set it; filled like UnitFileState.
+	Environment []string
 }
 
 // State is "ActiveState/SubState", as systemctl shows it.
@@ -37,11 +44,20 @@ type Units interface {
 	// accepted it, without waiting for the job: for the unit the caller runs
 	// in, which the job stops.
 	EnqueueRestartUnit(ctx context.Context, name string) error
+	// EnqueueStopUnit queues a stop job and returns once systemd has
+	// accepted it: the unit drains while the caller goes on.
+	EnqueueStopUnit(ctx context.Context, name string) error
+	// EnqueueStartUnit queues a start job and returns once systemd has
+	// accepted it: for a oneshot unit that does a long task.
+	EnqueueStartUnit(ctx context.Context, name string) error
 	ResetFailedUnit(ctx context.Context, name string) error
 	UnitState(ctx context.Context, name string) (UnitState, error)
 	// ListUnits returns the loaded units whose names match any of the
 	// shell-style patterns, e.g. SocketPattern.
 	ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error)
+	// UnitPIDs returns the processes in the unit's control group, none when
+	// it runs none.
+	UnitPIDs(ctx context.Context, name string) ([]int, error)
 	// ListenAddress returns the first stream address socket listens on
 	// (Socket.Listen), e.g. "[::]:8080"; "" when it has none or is not
 	// loaded.

@@ -3,7 +3,8 @@
 // root seen through a copy-on-write overlay on a tmpfs, booted with
 // systemd-nspawn. Everything written inside is gone when the Machine is
 // closed; the host is never touched. The container shares the host's
-// network, so ports opened inside answer on the host's loopback.
+// network, so ports opened inside answer on the host's loopback, unless it
+// is given a network namespace of its own (Options.NetworkNamespace).
 //
 // Around it: InstallLodis installs lodis as an operator would, Build builds
 // lodis binaries stamped with a version or a test fault, Main is a test
@@ -41,6 +42,17 @@ type Options struct {
 	Log io.Writer
 	// BootTimeout bounds the wait for the system to be up. Default 90 s.
 	BootTimeout time.Duration
+	// NetworkNamespace, when set, is the path of a network namespace the
+	// container joins (systemd-nspawn --network-namespace-path=), e.g.
+	// /run/netns/NAME made by `ip netns add`: the container then has that
+	// namespace's interfaces and addresses instead of the host's network.
+	// Default "": the host's network.
+	NetworkNamespace string
+	// SystemCallFilter lists system calls to allow beyond nspawn's own
+	// filter (systemd-nspawn --system-call-filter=). nspawn refuses bpf(2),
+	// so that systemd inside enforces no IPAddressAllow=/IPAddressDeny=
+	// (BPF firewalling) unless "bpf" is listed.
+	SystemCallFilter []string
 }
 
 // DefaultName is the machine name when Options.Name is empty.
@@ -119,7 +131,14 @@ func Boot(ctx context.Context, o Options) (m *Machine, err error) {
 	// A stale machine-id or hostname from the host is fine; leftovers of a
 	// demo in the host's /run are not visible (the overlay only covers /).
 	args := []string{"-D", m.Root, "-b", "--register=no", "--keep-unit", "--machine=" + o.Name,
-		"--console=pipe", "--"}
+		"--console=pipe"}
+	if o.NetworkNamespace != "" {
+		args = append(args, "--network-namespace-path="+o.NetworkNamespace)
+	}
+	if len(o.SystemCallFilter) > 0 {
+		args = append(args, "--system-call-filter="+strings.Join(o.SystemCallFilter, " "))
+	}
+	args = append(args, "--")
 	for _, u := range o.Mask {
 		args = append(args, "systemd.mask="+u)
 	}
@@ -233,8 +252,9 @@ func (m *Machine) WriteFile(path string, data []byte, perm os.FileMode) error {
 }
 
 // Close halts the container (SIGTERM to systemd-nspawn: a clean shutdown;
-// SIGKILL after 20 s), unmounts the overlay and tmpfs, and removes the state
-// dir. It is safe to call more than once.
+// after 20 s, SIGKILL to the container's PID 1 and to systemd-nspawn),
+// unmounts the overlay and tmpfs, and removes the state dir. It is safe to
+// call more than once.
 func (m *Machine) Close() error {
 	if m == nil || m.closed {
 		return nil
@@ -246,6 +266,12 @@ func (m *Machine) Close() error {
 		select {
 		case <-m.done:
 		case <-time.After(20 * time.Second):
+			// The container's processes are not in nspawn's process group:
+			// killing its PID 1 ends every one of them, which frees the
+			// overlay for the unmount below.
+			if m.Leader > 0 {
+				syscall.Kill(m.Leader, syscall.SIGKILL)
+			}
 			syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
 			<-m.done
 		}

@@ -16,28 +16,16 @@ import (
 
 // Rollback is `lodis rollback`: it returns every running worker to the
 // previous release (or to u.To), one at a time, with the same canary and
-// health checks as an upgrade — driven by the supervisor, or here when none
-// runs. It takes the upgrade lock, so it waits for an upgrade under way. It
+// health checks as an upgrade. The release must pass the signature policy
+// in force now (a valid signature when a key is configured). It takes the upgrade lock, so it waits for an upgrade under way. It
 // returns nil when every running worker reports the release returned to.
 func (u *Upgrader) Rollback(ctx context.Context) error {
-	u.store = release.NewStore(u.Root)
-	defer func() {
-		if u.closer != nil {
-			u.closer()
-		}
-	}()
-	unlock, err := u.store.LockUpgrades(ctx)
+	defer u.close()
+	unlock, err := u.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	u.store.AdoptReleases()
-	if _, err := u.store.ImportInstalled(); err != nil {
-		return err
-	}
-	if err := u.resume(ctx); err != nil {
-		return err
-	}
 	active, _, err := u.store.Active()
 	if err != nil {
 		return err
@@ -49,12 +37,23 @@ func (u *Upgrader) Rollback(ctx context.Context) error {
 	if target == active {
 		return fmt.Errorf("release %s is already active", buildinfo.ShortSHA(target))
 	}
-	st := u.rollouts().Plan(rollout.KindRollback, active, target, time.Now())
+	// To a release newer than the active one (an admin's request through
+	// the supervisor, say) is an upgrade; to an older one a rollback.
+	kind := rollout.KindRollback
+	if a, err := u.store.Release(active); err == nil && a != nil {
+		if t, err := u.store.Release(target); err == nil && t != nil && t.Imported.After(a.Imported) {
+			kind = rollout.KindUpgrade
+		}
+	}
+	st := u.rollouts().Plan(kind, active, target, time.Now())
 	u.Log.WithFields(logrus.Fields{"from": buildinfo.ShortSHA(active), "to": buildinfo.ShortSHA(target)}).Info("rolling back")
-	if err := u.rollOut(ctx, st); err != nil {
+	if err := u.store.CheckPolicy(target, u.PublicKey); err != nil {
+		return fmt.Errorf("release %s: %w", buildinfo.ShortSHA(target), err)
+	}
+	if err := u.drive(ctx, st); err != nil {
 		return err
 	}
-	u.Log.Infof("rolled back: every running worker is on %s", label(st.ToVersion, target))
+	u.Log.Infof("rolled out (%s): every running worker is on %s", kind, label(st.ToVersion, target))
 	return nil
 }
 

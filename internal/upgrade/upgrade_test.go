@@ -13,7 +13,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/lodis/lodis/internal/buildinfo"
-	"github.com/lodis/lodis/internal/health"
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/testenv"
@@ -32,7 +31,7 @@ func TestMain(m *testing.M) {
 		spec testenv.Spec
 	}{
 		{&bins.v1, testenv.Spec{Version: "u1"}}, {&bins.v2, testenv.Spec{Version: "u2"}},
-		{&bins.v3, testenv.Spec{Version: "u3"}}, {&bins.bad, testenv.Spec{Version: "u-bad", Fault: "selftest-fails"}},
+		{&bins.v3, testenv.Spec{Version: "u3"}}, {&bins.bad, testenv.Spec{Version: "u-bad", Fault: "serve-unhealthy"}},
 	} {
 		if err == nil {
 			*b.dst, err = testenv.Build(repo, bins.dir, b.spec)
@@ -54,9 +53,11 @@ type idle struct{}
 
 func (idle) Running(context.Context) ([]string, error)             { return nil, nil }
 func (idle) Listening(context.Context) ([]string, error)           { return nil, nil }
+func (idle) Workers(context.Context, string) ([]string, error)     { return nil, nil }
 func (idle) Restart(context.Context, string) error                 { return nil }
-func (idle) Health(context.Context, string) (health.Report, error) { return health.Report{}, nil }
-func (idle) RestartSupervisor(context.Context, bool) error         { return nil }
+func (idle) Start(context.Context, string) error                   { return nil }
+func (idle) Stop(context.Context, string) error                    { return nil }
+func (idle) Check(context.Context, string) (rollout.Worker, error) { return rollout.Worker{}, nil }
 
 func newUpgrader(t *testing.T) (*Upgrader, string) {
 	t.Helper()
@@ -67,8 +68,8 @@ func newUpgrader(t *testing.T) (*Upgrader, string) {
 	os.Symlink(bins.v1, filepath.Join(root, "current"))
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	return &Upgrader{Config: Config{Root: root, Settle: 50 * time.Millisecond, Sandbox: "none",
-		CheckTimeout: 10 * time.Second, CanarySoak: time.Millisecond}, Log: log, Ops: idle{}}, root
+	return &Upgrader{Config: Config{Root: root, AppConf: filepath.Join(root, "app.conf"), Settle: 50 * time.Millisecond, Sandbox: "none",
+		CheckTimeout: 20 * time.Second, CanarySoak: time.Millisecond, Keep: 5, KeepRejected: 20}, Log: log, Ops: idle{}}, root
 }
 
 func drop(t *testing.T, root, src string) {
@@ -120,8 +121,8 @@ func TestUpgradeOutcomes(t *testing.T) {
 		t.Fatalf("bad drop: %q, %v, active %q; want rejected with u2 still active", out, err, activeVersion(t, root))
 	}
 	l, _ := release.NewStore(root).List()
-	if len(l.Rejected) != 1 || !strings.Contains(l.Rejected[0].Reason, "selftest") {
-		t.Fatalf("rejections %+v, want the selftest failure", l.Rejected)
+	if len(l.Rejected) != 1 || !strings.Contains(l.Rejected[0].Reason, "trial: /__/health answered 503") {
+		t.Fatalf("rejections %+v, want the trial's unhealthy answer", l.Rejected)
 	}
 	if p, _ := release.NewStore(root).Previous(); p == "" {
 		t.Fatal("no previous release recorded after an upgrade")

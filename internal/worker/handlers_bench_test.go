@@ -4,8 +4,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
-	"github.com/lodis/lodis/internal/buildinfo"
+	"github.com/lodis/lodis/app"
+	"github.com/lodis/lodis/internal/health"
 )
 
 // discardWriter is the cheapest http.ResponseWriter: it keeps the header map
@@ -19,13 +21,26 @@ func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(b []byte) (int, error) { w.n += len(b); return len(b), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 
-// BenchmarkHandlers measures each endpoint through the worker's mux, as a
-// request reaches it: routing, the snapshot of counters and build
-// information, and the encoding of the body. /__/health is the one the
-// supervisor and the upgrade roll-out poll.
+// benchHandlers is the worker as Run builds it, not serving: the handler
+// app.App serves, around the worker's mux.
+func benchHandlers(b *testing.B) (*handlers, http.Handler) {
+	cfg := testConfig()
+	h := &handlers{cfg: cfg, activated: true, started: time.Now().Add(-time.Minute), port: cfg.Port}
+	a, err := app.New(app.Options{Name: "lodis", Port: cfg.Port, HealthPath: health.Path, Health: h.check})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.app = a
+	app.SHA256() // hashed once per process; keep it out of the loop
+	return h, a.Handler(h.mux())
+}
+
+// BenchmarkHandlers measures each endpoint as a request reaches it through
+// app's handler: routing, the snapshot of counters and build information,
+// and the encoding of the body. /__/health is the one the supervisor and the
+// upgrade roll-out poll.
 func BenchmarkHandlers(b *testing.B) {
-	buildinfo.SHA256() // hashed once per process; keep it out of the loop
-	mux := testHandlers().mux()
+	_, mux := benchHandlers(b)
 	for _, path := range []string{"/__/health", "/__/info", "/__/time", "/"} {
 		b.Run(path, func(b *testing.B) {
 			req := httptest.NewRequest(http.MethodGet, path, nil)
@@ -47,10 +62,9 @@ func BenchmarkHandlers(b *testing.B) {
 // BenchmarkHealthSnapshot measures the health data alone, without routing
 // or JSON: what a status line or an in-process check would pay.
 func BenchmarkHealthSnapshot(b *testing.B) {
-	buildinfo.SHA256()
-	h := testHandlers()
+	h, _ := benchHandlers(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = h.snapshot()
+		_ = h.app.Health()
 	}
 }

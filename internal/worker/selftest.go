@@ -34,12 +34,12 @@ func Selftest(ctx context.Context, stderr io.Writer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cfg := &Config{DrainTimeout: 2 * time.Second, IdleGrace: 100 * time.Millisecond, KeepAliveTimeout: 5 * time.Second, Port: port}
+	cfg := &Config{DrainTimeout: 2 * time.Second, IdleGrace: 100 * time.Millisecond, KeepAliveTimeout: 5 * time.Second, Port: port, HealthPath: health.Path}
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- Run(sctx, cfg, []net.Listener{l}, false, log) }()
 
-	h, _, err := (&health.Client{Timeout: time.Until(deadline(ctx))}).Get(ctx, l.Addr().String(), port)
+	h, _, err := (&health.Client{Timeout: time.Until(deadline(ctx))}).Get(ctx, l.Addr().String(), port, "")
 	stop()
 	select {
 	case serr := <-served:

@@ -125,6 +125,10 @@ license_of() {
   done < <("$GO" version -m "$root/usr/bin/lodis" | awk '$1 == "dep" { print $2, $3 }')
 } >"$doc/copyright"
 install -m 0644 "$here/README.Debian" "$doc/README.Debian"
+# /etc/lodis/app.conf, every key commented out (the defaults): a conffile, so
+# dpkg keeps the operator's edits across upgrades.
+install -d "$root/etc/lodis"
+install -m 0644 "$here/app.conf" "$root/etc/lodis/app.conf"
 install -m 0644 "$here/lintian-overrides" "$root/usr/share/lintian/overrides/lodis"
 
 # changelog.gz: one entry for this build, listing the commits since the last tag.
@@ -169,7 +173,8 @@ size=$(find "$root" ! -path "$root/DEBIAN*" ! -path "$root" -printf '%y %s\n' |
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$DEB_MAINTAINER|" \
   -e "s|@INSTALLED_SIZE@|$size|" -e "s|@DEPENDS@|$depends|" "$here/control.in" >"$root/DEBIAN/control"
 (cd "$root" && find usr -type f -print0 | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
-chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
+echo /etc/lodis/app.conf >"$root/DEBIAN/conffiles"
+chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles"
 
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mkdir -p "$OUT"

@@ -39,7 +39,7 @@ func enable(t *testing.T, ctx context.Context, ports ...int) {
 
 // workers counts the lodis worker processes serving port inside the machine.
 func workers(t *testing.T, ctx context.Context, port int) int {
-	out, _ := m.Output(ctx, "pgrep", "-c", "-f", fmt.Sprintf("^/var/lib/lodis/current serve --port %d( |$)", port))
+	out, _ := m.Output(ctx, "pgrep", "-c", "-f", fmt.Sprintf("^[^ ]+ serve --port %d( |$)", port))
 	n, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
 		t.Fatalf("pgrep: %q", out)
@@ -129,7 +129,7 @@ func TestIdleExit(t *testing.T) {
 	ctx := ctxT(t, time.Minute)
 	port := 18110
 	unit := fmt.Sprintf("lodis@%d.service", port)
-	dropIn(t, ctx, unit, "idle", "[Service]\nExecStart=\nExecStart=/var/lib/lodis/current serve --port %i --idle-timeout 1s\n")
+	dropIn(t, ctx, unit, "idle", "[Service]\nExecStart=\nExecStart=/usr/bin/lodis exec-app -- serve --port %i --idle-timeout 1s\n")
 	enable(t, ctx, port)
 	first, err := testenv.Health(ctx, port)
 	if err != nil {

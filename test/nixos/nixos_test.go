@@ -1,7 +1,10 @@
 // Package nixos checks the Nix side of lodis with Debian's nix-bin and no
 // store: every .nix file parses, nix/package.nix's vendorHash is the hash of
-// `go mod vendor`, and nix/module.nix asks for exactly the units in units/
-// with the settings it was given, evaluated twice over: with the stand-in
+// `go mod vendor`, the package is make install's layout, and nix/module.nix
+// asks for exactly the units in units/ with the settings it was given, and
+// describes the app in /etc/lodis/app.conf as lodis reads it (checked with
+// bin/lodis itself: lodis config check, and the generator making the
+// workers' drop-ins), evaluated twice over: with the stand-in
 // lib (nix/lib-stub.nix through nix/eval-module.nix), and inside a real
 // NixOS evaluation, nixpkgs' lib/ and nixos/ from the snapshot beside the
 // repository (nix/eval-nixos.nix; realeval_test.go finds the snapshot, and
@@ -25,7 +28,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lodis/lodis/internal/appconf"
 	"github.com/lodis/lodis/internal/testenv"
+	"github.com/lodis/lodis/units"
 )
 
 var repo string
@@ -110,12 +115,19 @@ type evalResult struct {
 	} `json:"security"`
 	Environment struct {
 		SystemPackages []string `json:"systemPackages"`
+		Etc            map[string]struct {
+			Text string `json:"text"`
+		} `json:"etc"`
 	} `json:"environment"`
 	Warnings []string `json:"warnings"`
+	// Lodis is services.lodis as evaluated, every option.
+	Lodis map[string]any `json:"lodis"`
 }
 
-// eval evaluates the module with a configuration; pkg stands for the package.
-func eval(t *testing.T, config any, pkg string) (*evalResult, error) {
+// eval evaluates the module with a configuration; pkg stands for the
+// package; extra are more arguments of nix-instantiate (--argstr appPackage
+// PATH).
+func eval(t *testing.T, config any, pkg string, extra ...string) (*evalResult, error) {
 	t.Helper()
 	cj, err := json.Marshal(config)
 	if err != nil {
@@ -127,6 +139,7 @@ func eval(t *testing.T, config any, pkg string) (*evalResult, error) {
 	if pkg != "" {
 		args = append(args, "--argstr", "package", pkg)
 	}
+	args = append(args, extra...)
 	var stdout, stderr bytes.Buffer
 	c := nixCmd(ctx, t, "nix-instantiate", args...)
 	c.Stdout, c.Stderr = &stdout, &stderr
@@ -197,19 +210,6 @@ func effectiveSocket(t *testing.T, port int, d unitDef) unit {
 		di["ListenStream"] = append(di["ListenStream"], d.ListenStreams...)
 	}
 	return mustUnit(t, "lodis@.socket").withDropin("Socket", di).instance(fmt.Sprint(port))
-}
-
-// effectiveWorker is units/lodis@.service for one port with the module's drop-in, if any.
-func effectiveWorker(t *testing.T, r *evalResult, port int) unit {
-	t.Helper()
-	u := mustUnit(t, "lodis@.service")
-	if d, ok := r.Systemd.Services["lodis@"]; ok {
-		if d.OverrideStrategy != "asDropin" {
-			t.Errorf("lodis@.service: overrideStrategy %q, want asDropin (else NixOS replaces the package's unit)", d.OverrideStrategy)
-		}
-		u = u.withDropin("Service", dropin(d.ServiceConfig))
-	}
-	return u.instance(fmt.Sprint(port))
 }
 
 func checkSockets(t *testing.T, r *evalResult, ports []int, listen func(port int) string) {
@@ -292,10 +292,12 @@ func TestVendorHash(t *testing.T) {
 }
 
 // TestModuleDefaults evaluates `services.lodis.enable = true;` alone: ten
-// ports 8080..8089 listening on every address, the worker exactly as units/
-// has it, the lodis user of units/lodis.sysusers, the package's tmpfiles.
+// ports 8080..8089 listening on every address, app.conf naming the default
+// app as units/lodis-worker.conf has it, the workers as the package's units
+// with the generator's drop-in make them, the lodis user of
+// units/lodis.sysusers, the package's tmpfiles with current at its binary.
 func TestModuleDefaults(t *testing.T) {
-	pkg := t.TempDir()
+	pkg := installPackage(t, lodisBinary(t))
 	r, err := eval(t, lodis(map[string]any{"enable": true}), pkg)
 	if err != nil {
 		t.Fatal(err)
@@ -309,10 +311,14 @@ func TestModuleDefaults(t *testing.T) {
 	if _, ok := r.Systemd.Services["lodis@"]; ok {
 		t.Errorf("with default settings the module overrides lodis@.service: %+v", r.Systemd.Services["lodis@"])
 	}
-	base := mustUnit(t, "lodis@.service")["Service"]["ExecStart"]
-	if got := effectiveWorker(t, r, 8080)["Service"]["ExecStart"]; len(base) != 1 || !slices.Equal(got, []string{strings.ReplaceAll(base[0], "%i", "8080")}) {
-		t.Errorf("worker ExecStart %q, want units/lodis@.service's %q", got, base)
+	_, args := workerCommand(t, pkg)
+	text := r.Environment.Etc["lodis/app.conf"].Text
+	if want := appConfHeader + "APP_ARGS=" + strings.Join(args, " ") + "\n"; text != want {
+		t.Errorf("app.conf:\n%s\nwant the default app of units/lodis-worker.conf:\n%s", text, want)
 	}
+	gen := runGenerator(t, filepath.Join(pkg, "lib", "systemd", "system-generators", "lodis-generator"), text)
+	checkWorkers(t, pkg, gen, args)
+	checkSandboxKept(t, pkg, gen)
 	if !slices.Equal(r.Systemd.Packages, []string{pkg}) {
 		t.Errorf("systemd.packages %q, want the lodis package [%s]", r.Systemd.Packages, pkg)
 	}
@@ -321,7 +327,44 @@ func TestModuleDefaults(t *testing.T) {
 	}
 
 	checkUser(t, r)
-	checkTmpfiles(t, r, pkg)
+	if len(r.Systemd.TmpfilesScripts) != 1 {
+		t.Fatalf("tmpfiles packages: %d scripts, want one", len(r.Systemd.TmpfilesScripts))
+	}
+	tmpfilesCurrent(t, r.Systemd.TmpfilesScripts[0], pkg, filepath.Join(pkg, "bin", "lodis"))
+}
+
+// checkSandboxKept: each worker template, with the generator's drop-in from
+// genDir, keeps every setting of the package's 10-worker.conf that the
+// drop-in does not set (the sandbox, the bounds), and has the hardening.
+func checkSandboxKept(t *testing.T, pkg, genDir string) {
+	t.Helper()
+	for _, tmpl := range units.WorkerTemplates {
+		b, err := os.ReadFile(filepath.Join(genDir, tmpl+".d", appconf.DropInName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := dropinLines(t, tmpl, string(b))["Service"]
+		base := mustUnit(t, tmpl)
+		worker, err := os.ReadFile(filepath.Join(pkg, "lib", "systemd", "system", tmpl+".d", units.WorkerDropIn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for section, kv := range dropinLines(t, tmpl, string(worker)) {
+			base = base.withDropin(section, kv)
+		}
+		base = base.instance("18505")
+		eff := workerUnit(t, pkg, genDir, tmpl, "18505")
+		for k, v := range base["Service"] {
+			if _, ok := set[k]; !ok && !reflect.DeepEqual(eff["Service"][k], v) {
+				t.Errorf("%s %s=%q, the package's %s has %q", tmpl, k, eff["Service"][k], units.WorkerDropIn, v)
+			}
+		}
+		for _, k := range []string{"DynamicUser", "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet", "SystemCallFilter", "PrivateUsers", "RestrictAddressFamilies"} {
+			if _, ok := eff["Service"][k]; !ok {
+				t.Errorf("%s has no %s=", tmpl, k)
+			}
+		}
+	}
 }
 
 // checkUser compares users.users with units/lodis.sysusers.
@@ -348,88 +391,34 @@ func checkUser(t *testing.T, r *evalResult) {
 	}
 }
 
-// checkTmpfiles runs the module's tmpfiles derivation on a package laid out
-// as nix/package.nix lays it out, and expects units/lodis.tmpfiles with the
-// link to the package's binary replaced (L+) on every activation.
-func checkTmpfiles(t *testing.T, r *evalResult, pkg string) {
-	t.Helper()
-	if len(r.Systemd.TmpfilesScripts) != 1 {
-		t.Fatalf("tmpfiles packages: %d scripts, want one", len(r.Systemd.TmpfilesScripts))
-	}
-	src, err := os.ReadFile(filepath.Join(repo, "units", "lodis.tmpfiles"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	installed := strings.ReplaceAll(string(src), "@BINDIR@", pkg+"/bin")
-	if err := os.MkdirAll(filepath.Join(pkg, "lib", "tmpfiles.d"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(pkg, "lib", "tmpfiles.d", "lodis.conf"), []byte(installed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := t.TempDir()
-	c := exec.Command("bash", "-euc", r.Systemd.TmpfilesScripts[0])
-	c.Env = append(os.Environ(), "out="+out)
-	if b, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("tmpfiles script: %v: %s", err, b)
-	}
-	got, err := os.ReadFile(filepath.Join(out, "lib", "tmpfiles.d", "lodis.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []string
-	for _, l := range strings.Split(installed, "\n") {
-		if strings.HasPrefix(l, "L ") {
-			l = "L+" + l[1:]
-		}
-		want = append(want, l)
-	}
-	if string(got) != strings.Join(want, "\n") {
-		t.Errorf("NixOS tmpfiles:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
-	}
-	if !strings.Contains(string(got), "L+ /var/lib/lodis/current") || !strings.Contains(string(got), pkg+"/bin/lodis") {
-		t.Errorf("NixOS tmpfiles do not point /var/lib/lodis/current at %s/bin/lodis:\n%s", pkg, got)
-	}
-}
-
 // TestModuleSettings sets every option and compares the resulting units with
-// units/: ports, ListenStream, the worker's ExecStart, and every other worker
-// setting (the hardening) left as units/ has it.
+// units/: ports, ListenStream, the default app's arguments (idleTimeout and
+// extraArgs) in app.conf and from there in both workers' ExecStart, every
+// other worker setting (the hardening) left as units/ has it.
 func TestModuleSettings(t *testing.T) {
-	r := mustEval(t, lodis(map[string]any{
+	pkg := installPackage(t, lodisBinary(t))
+	r, err := eval(t, lodis(map[string]any{
 		"enable": true, "ports": []int{18450, 18451}, "listenAddress": "127.0.0.1",
 		"idleTimeout": "45s", "extraArgs": []string{"--log-level", "debug"},
 		"openFirewall": true, "nginx": map[string]any{"enable": true},
-	}))
+	}), pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	checkSockets(t, r, []int{18450, 18451}, func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) })
 
-	d, ok := r.Systemd.Services["lodis@"]
-	if !ok {
-		t.Fatal("no drop-in for lodis@.service although idleTimeout and extraArgs are set")
+	if d, ok := r.Systemd.Services["lodis@"]; ok {
+		t.Errorf("the module overrides lodis@.service (%+v): the arguments reach both workers through app.conf", d)
 	}
-	var keys []string
-	for k := range d.ServiceConfig {
-		keys = append(keys, k)
+	_, args := workerCommand(t, pkg)
+	args = append(args, "--idle-timeout", "45s", "--log-level", "debug")
+	text := r.Environment.Etc["lodis/app.conf"].Text
+	if got := checkAppConf(t, text).Args; !slices.Equal(got, args) {
+		t.Errorf("app.conf gives the app %q, want %q:\n%s", got, args, text)
 	}
-	if !slices.Equal(keys, []string{"ExecStart"}) {
-		t.Errorf("the worker drop-in sets %q; it must set ExecStart only and leave the rest of units/lodis@.service", keys)
-	}
-	base := mustUnit(t, "lodis@.service").instance("18450")
-	eff := effectiveWorker(t, r, 18450)
-	want := base["Service"]["ExecStart"][0] + " --idle-timeout 45s --log-level debug"
-	if got := eff["Service"]["ExecStart"]; !slices.Equal(got, []string{want}) {
-		t.Errorf("worker ExecStart %q, want [%s]", got, want)
-	}
-	for k, v := range base["Service"] {
-		if k != "ExecStart" && !reflect.DeepEqual(eff["Service"][k], v) {
-			t.Errorf("worker %s=%q, units/ has %q", k, eff["Service"][k], v)
-		}
-	}
-	for _, k := range []string{"DynamicUser", "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet", "SystemCallFilter", "PrivateUsers", "RestrictAddressFamilies"} {
-		if _, ok := eff["Service"][k]; !ok {
-			t.Errorf("worker has no %s=", k)
-		}
-	}
+	gen := runGenerator(t, filepath.Join(pkg, "lib", "systemd", "system-generators", "lodis-generator"), text)
+	checkWorkers(t, pkg, gen, args)
+	checkSandboxKept(t, pkg, gen)
 
 	if got := r.Networking.Firewall.AllowedTCPPorts; !slices.Equal(got, []int{18450, 18451}) {
 		t.Errorf("firewall ports %v, want [18450 18451]", got)
@@ -487,6 +476,7 @@ func TestModuleDisabled(t *testing.T) {
 func TestModuleRejectsBadInput(t *testing.T) {
 	for _, tc := range badInputs() {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each evaluation is one single-threaded nix-instantiate
 			tc.settings["enable"] = true
 			_, err := eval(t, lodis(tc.settings), "")
 			if err == nil {

@@ -117,7 +117,27 @@ type nixosMachine struct {
 		Ports         []int   `json:"ports"`
 		ListenAddress *string `json:"listenAddress"`
 		Package       string  `json:"package"`
+		App           struct {
+			Args    []string `json:"args"`
+			Program *string  `json:"program"`
+			Package *string  `json:"package"`
+			Text    *string  `json:"text"`
+		} `json:"app"`
 	} `json:"lodis"`
+	// AppConf is environment.etc."lodis/app.conf".
+	AppConf *struct {
+		Enable bool   `json:"enable"`
+		Target string `json:"target"`
+		Text   string `json:"text"`
+		Mode   string `json:"mode"`
+	} `json:"appConf"`
+	// TmpfilesScripts build lodis's tmpfiles.d package (one).
+	TmpfilesScripts []string `json:"tmpfilesScripts"`
+	// Generators is NixOS's script filling /etc/systemd/system-generators.
+	Generators struct {
+		Script   string   `json:"script"`
+		Packages []string `json:"packages"`
+	} `json:"generators"`
 	Deployment *struct {
 		TargetHost string   `json:"targetHost"`
 		Tags       []string `json:"tags"`
@@ -129,30 +149,42 @@ type nixosMachine struct {
 // root; the binary is a stand-in, nothing here runs it.
 func installedPackage(t *testing.T) string {
 	t.Helper()
-	dest := t.TempDir()
 	bin := filepath.Join(t.TempDir(), "lodis")
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// DESTDIR keeps make from touching this host (without it, it would run
-	// systemd-sysusers and daemon-reload here).
-	c := exec.Command("make", "-s", "install", "DESTDIR="+dest, "PREFIX=/lodis", "BIN="+bin, "VERSION=test", "COMMIT=test")
+	return installPackage(t, bin)
+}
+
+// installPackage is installedPackage with bin as the package's binary.
+func installPackage(t *testing.T, bin string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "lodis")
+	// PREFIX is the package's own path, as $out is for nix/package.nix, so
+	// that every path its files name (@BINDIR@) is inside it. DESTDIR=/
+	// changes no path but keeps make from touching this host (without a
+	// DESTDIR it would run systemd-sysusers and daemon-reload here).
+	c := exec.Command("make", "-s", "install", "DESTDIR=/", "PREFIX="+out, "BIN="+bin, "VERSION=test", "COMMIT=test")
 	c.Dir = repo
-	if out, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("make install: %v: %s", err, out)
+	if b, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v: %s", err, b)
 	}
-	return filepath.Join(dest, "lodis")
+	return out
 }
 
 // nixosEval evaluates nix/eval-nixos.nix with the snapshot: one machine
 // configured by config, or, when hive is a file, every node of that hive;
-// pkg stands for the lodis package. A warning on stderr is an error: the
-// evaluation must be as quiet as nixos-rebuild would be.
-func nixosEval(t *testing.T, snapshot string, config any, hive, pkg string) (map[string]*nixosMachine, error) {
+// pkg stands for the lodis package; extra are more arguments of
+// nix-instantiate (--argstr appPackage PATH, --arg module PATH). A warning on
+// stderr is an error: the evaluation must be as quiet as nixos-rebuild would
+// be.
+func nixosEval(t *testing.T, snapshot string, config any, hive, pkg string, extra ...string) (map[string]*nixosMachine, error) {
 	t.Helper()
-	args := []string{"--eval", "--strict", "--json", "--store", "dummy://", "nix/eval-nixos.nix", "--argstr", "nixpkgs", snapshot, "--argstr", "package", pkg}
+	args := append([]string{"--eval", "--strict", "--json", "--store", "dummy://", "nix/eval-nixos.nix", "--argstr", "nixpkgs", snapshot, "--argstr", "package", pkg}, extra...)
 	what := "hive " + hive
-	if hive != "" {
+	if config == nil && hive == "" {
+		what = strings.Join(extra, " ")
+	} else if hive != "" {
 		args = append(args, "--arg", "hive", hive)
 	} else {
 		cj, err := json.Marshal(config)
@@ -194,9 +226,9 @@ func warningLines(stderr string) []string {
 }
 
 // mustMachine evaluates one machine and returns it.
-func mustMachine(t *testing.T, snapshot string, config any, pkg string) *nixosMachine {
+func mustMachine(t *testing.T, snapshot string, config any, pkg string, extra ...string) *nixosMachine {
 	t.Helper()
-	r, err := nixosEval(t, snapshot, config, "", pkg)
+	r, err := nixosEval(t, snapshot, config, "", pkg, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -165,11 +165,13 @@ func checkRealNginx(t *testing.T, m *nixosMachine, servers ...string) {
 
 // TestNixOSDefaults: `services.lodis.enable = true;` alone, in a real
 // NixOS: ten sockets on every address, the supervisor with polkit and the
-// package's rule, the worker as units/ has it, the lodis user, no firewall
-// or nginx change, no warning.
+// package's rule, app.conf naming the default app, the workers as the
+// package's units and the generator (linked by NixOS) make them, current at
+// the package's binary, the lodis user, no firewall or nginx change, no
+// warning.
 func TestNixOSDefaults(t *testing.T) {
 	snap := needSnapshot(t)
-	pkg := installedPackage(t)
+	pkg := installPackage(t, lodisBinary(t))
 	m := mustMachine(t, snap, lodis(map[string]any{"enable": true}), pkg)
 
 	var ports []int
@@ -179,9 +181,25 @@ func TestNixOSDefaults(t *testing.T) {
 	checkRealSockets(t, m, ports, func(p int) string { return fmt.Sprint(p) })
 	checkRealSupervisor(t, m, nil)
 	checkPackaged(t, m, pkg)
-	if d, ok := m.Units["lodis@.service"]; ok {
-		t.Errorf("with default settings NixOS overrides lodis@.service: %q", d.Text)
+	for _, u := range []string{"lodis@.service", "lodis-alt@.service"} {
+		if d, ok := m.Units[u]; ok {
+			t.Errorf("with default settings NixOS overrides %s: %q", u, d.Text)
+		}
 	}
+	if m.AppConf == nil {
+		t.Fatal("no /etc/lodis/app.conf")
+	}
+	_, args := workerCommand(t, pkg)
+	if want := appConfHeader + "APP_ARGS=" + strings.Join(args, " ") + "\n"; m.AppConf.Text != want {
+		t.Errorf("app.conf:\n%s\nwant the default app of units/lodis-worker.conf:\n%s", m.AppConf.Text, want)
+	}
+	gen := runGenerator(t, filepath.Join(nixosGenerators(t, m, pkg), "lodis-generator"), m.AppConf.Text)
+	checkWorkers(t, pkg, gen, args)
+	checkSandboxKept(t, pkg, gen)
+	if len(m.TmpfilesScripts) != 1 {
+		t.Fatalf("tmpfiles packages: %d lodis scripts, want one", len(m.TmpfilesScripts))
+	}
+	tmpfilesCurrent(t, m.TmpfilesScripts[0], pkg, filepath.Join(pkg, "bin", "lodis"))
 	if _, ok := m.Units["lodis-upgrade.path"]; ok {
 		t.Error("lodis-upgrade.path is wanted although upgrade.enable defaults to false")
 	}
@@ -200,12 +218,12 @@ func TestNixOSDefaults(t *testing.T) {
 }
 
 // TestNixOSSettings sets every option on loopback in a real NixOS: the
-// sockets listen there, the worker's drop-in resets ExecStart and adds the
-// settings, the upgrade watcher is wanted, the firewall opens the ports and
-// nginx balances over them.
+// sockets listen there, the default app's arguments reach both workers
+// through app.conf and the generator, the upgrade watcher is wanted, the
+// firewall opens the ports and nginx balances over them.
 func TestNixOSSettings(t *testing.T) {
 	snap := needSnapshot(t)
-	pkg := installedPackage(t)
+	pkg := installPackage(t, lodisBinary(t))
 	m := mustMachine(t, snap, lodis(map[string]any{
 		"enable": true, "ports": []int{18500, 18501}, "listenAddress": "127.0.0.1",
 		"idleTimeout": "45s", "extraArgs": []string{"--log-level", "debug"},
@@ -217,30 +235,20 @@ func TestNixOSSettings(t *testing.T) {
 	checkRealSupervisor(t, m, nil) // loopback: the unit allows it already
 	checkPackaged(t, m, pkg)
 
-	d, ok := m.Units["lodis@.service"]
-	if !ok {
-		t.Fatal("no drop-in for lodis@.service although idleTimeout and extraArgs are set")
+	if d, ok := m.Units["lodis@.service"]; ok {
+		t.Errorf("NixOS overrides lodis@.service (%q): the arguments reach both workers through app.conf", d.Text)
 	}
-	base := mustUnit(t, "lodis@.service")
-	eff := effective(t, "lodis@.service", d).instance("18500")
-	want := strings.ReplaceAll(base["Service"]["ExecStart"][0], "%i", "18500") + " --idle-timeout 45s --log-level debug"
-	if got := eff["Service"]["ExecStart"]; !slices.Equal(got, []string{want}) {
-		t.Errorf("worker ExecStart %q, want [%s]", got, want)
+	if m.AppConf == nil {
+		t.Fatal("no /etc/lodis/app.conf")
 	}
-	base = base.instance("18500")
-	for k, v := range base["Service"] {
-		switch k {
-		case "ExecStart":
-		case "Environment":
-			if !isPrefix(v, eff["Service"][k]) {
-				t.Errorf("worker Environment= %q no longer starts with units/'s %q", eff["Service"][k], v)
-			}
-		default:
-			if !reflect.DeepEqual(eff["Service"][k], v) {
-				t.Errorf("worker %s=%q, units/ has %q", k, eff["Service"][k], v)
-			}
-		}
+	_, args := workerCommand(t, pkg)
+	args = append(args, "--idle-timeout", "45s", "--log-level", "debug")
+	if got := checkAppConf(t, m.AppConf.Text).Args; !slices.Equal(got, args) {
+		t.Errorf("app.conf gives the app %q, want %q:\n%s", got, args, m.AppConf.Text)
 	}
+	gen := runGenerator(t, filepath.Join(nixosGenerators(t, m, pkg), "lodis-generator"), m.AppConf.Text)
+	checkWorkers(t, pkg, gen, args)
+	checkSandboxKept(t, pkg, gen)
 
 	up, ok := m.Units["lodis-upgrade.path"]
 	if want := mustUnit(t, "lodis-upgrade.path").wantedBy(); !ok || up.OverrideStrategy != "asDropin" || !slices.Equal(up.WantedBy, want) {
@@ -332,6 +340,7 @@ func TestNixOSRejectsBadInput(t *testing.T) {
 	pkg := installedPackage(t)
 	for _, tc := range badInputs() {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each evaluation is one single-threaded nix-instantiate
 			tc.settings["enable"] = true
 			_, err := nixosEval(t, snap, lodis(tc.settings), "", pkg)
 			if err == nil {

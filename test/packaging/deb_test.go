@@ -101,6 +101,11 @@ func TestDebContents(t *testing.T) {
 			want["usr/lib/tmpfiles.d/"+strings.TrimSuffix(name, ".tmpfiles")+".conf"] = b
 		case ".sysusers":
 			want["usr/lib/sysusers.d/"+strings.TrimSuffix(name, ".sysusers")+".conf"] = b
+		case ".conf":
+			// lodis-worker.conf: a drop-in of both worker templates.
+			for _, tmpl := range []string{"lodis@.service", "lodis-alt@.service"} {
+				want["usr/lib/systemd/system/"+tmpl+".d/10-worker.conf"] = b
+			}
 		case ".go":
 			// Package units, which embeds the files for lodis's own code:
 			// not installed.
@@ -110,6 +115,17 @@ func TestDebContents(t *testing.T) {
 	}
 	if nunits < 3 {
 		t.Fatalf("found %d unit files in units/, expected the socket, service and target at least", nunits)
+	}
+	// The alerting rules and the dashboard, as packaging/ has them.
+	for src, dst := range map[string]string{
+		"packaging/prometheus/lodis.rules.yml":   "usr/share/lodis/prometheus/lodis.rules.yml",
+		"packaging/grafana/lodis-dashboard.json": "usr/share/lodis/grafana/lodis-dashboard.json",
+	} {
+		b, err := os.ReadFile(filepath.Join(repo, src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[dst] = b
 	}
 	rules, _ := filepath.Glob(filepath.Join(repo, "packaging", "polkit", "*.rules"))
 	for _, r := range rules {
@@ -157,6 +173,9 @@ func TestDebContents(t *testing.T) {
 	}
 	if !bytes.Contains(files["usr/share/doc/lodis/README.Debian"].data, []byte("systemctl enable --now lodis@8080.socket")) {
 		t.Error("README.Debian does not tell how to enable a port")
+	}
+	if !bytes.Contains(files["usr/share/doc/lodis/README.Debian"].data, []byte("systemctl enable --now lodis-metrics.socket")) {
+		t.Error("README.Debian does not tell how to turn the metrics socket on")
 	}
 
 	var mtime time.Time

@@ -291,7 +291,17 @@ func TestDebLifecycle(t *testing.T) {
 		if h.PID != before.PID || h.Version != version {
 			t.Errorf("running worker: pid %d version %q, want it untouched (pid %d version %q)", h.PID, h.Version, before.PID, version)
 		}
-		// The next worker runs the new binary.
+		// The package's supervisor was restarted onto the new lodis.
+		if slices.Contains(enabledOnInstall(t), "lodis-supervisor.service") {
+			if err := testenv.WaitFor(ctx, 20*time.Second, func() (bool, string) {
+				v, err := supervisorVersion(ctx)
+				return err == nil && v == newVersion, fmt.Sprintf("supervisor version %q, %v", v, err)
+			}); err != nil {
+				t.Errorf("the upgrade did not restart the supervisor onto the new lodis: %v", err)
+			}
+		}
+		// The next worker runs the new binary (no app was dropped: the
+		// installed lodis is the app).
 		sh(ctx, t, "systemctl restart lodis@"+port1+".service")
 		if err := testenv.WaitFor(ctx, 10*time.Second, func() (bool, string) {
 			h, err := getHealth(ctx, port1)
@@ -343,23 +353,19 @@ func TestDebLifecycle(t *testing.T) {
 		if cur := sh(ctx, t, "readlink /var/lib/lodis/current"); !strings.HasPrefix(cur, "/var/lib/lodis/releases/") && !strings.HasPrefix(cur, "releases/") {
 			t.Errorf("/var/lib/lodis/current -> %q, want a release under /var/lib/lodis/releases", cur)
 		}
-		// The packaged supervisor (user lodis, polkit, the store as
-		// tmpfiles.d makes it) drove the roll-out and moved itself onto
-		// the dropped binary.
+		// Root's lodis upgrade rolled it out (the store as tmpfiles.d makes
+		// it: root's); the packaged supervisor (user lodis, polkit) held its
+		// remedies and kept running the package's lodis: a drop never
+		// becomes the supervisor.
+		if n := sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | grep -c 'event=done' || true"); n != "1" {
+			t.Errorf("lodis upgrade did not roll the drop out (%s done events):\n%s", n, sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | tail -n 20"))
+		}
 		if slices.Contains(enabledOnInstall(t), "lodis-supervisor.service") {
-			if n := sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | grep -c 'roll-out handed to the supervisor' || true"); n != "1" {
-				t.Errorf("the roll-out was not handed to the supervisor (%s times):\n%s", n, sh(ctx, t, "journalctl -u lodis-upgrade --no-pager -o cat | tail -n 20"))
+			if v, err := supervisorVersion(ctx); err != nil || v != newVersion {
+				t.Errorf("the supervisor runs version %q (%v), want the package's %s", v, err, newVersion)
 			}
-			err := testenv.WaitFor(ctx, 20*time.Second, func() (bool, string) {
-				out, err := mach.Output(ctx, "lodis", "status", "--json")
-				var s struct{ Version string }
-				if err == nil {
-					err = json.Unmarshal([]byte(out), &s)
-				}
-				return err == nil && s.Version == dropVersion, fmt.Sprintf("supervisor version %q, %v", s.Version, err)
-			})
-			if err != nil {
-				t.Errorf("the supervisor did not move onto the dropped binary: %v", err)
+			if n := sh(ctx, t, "journalctl -u lodis-supervisor --no-pager -o cat | grep -c 'worker remedies held' || true"); n == "0" {
+				t.Errorf("the supervisor did not hold its remedies during the roll-out")
 			}
 		}
 	})
@@ -467,4 +473,15 @@ func checkTmpfiles(ctx context.Context, t *testing.T) {
 	if n < 4 {
 		t.Errorf("units/lodis.tmpfiles declares %d directories, expected /var/lib/lodis and its releases, incoming, rejected", n)
 	}
+}
+
+// supervisorVersion is the version the running supervisor reports.
+func supervisorVersion(ctx context.Context) (string, error) {
+	out, err := mach.Output(ctx, "lodis", "status", "--json")
+	if err != nil {
+		return "", err
+	}
+	var s struct{ Version string }
+	err = json.Unmarshal([]byte(out), &s)
+	return s.Version, err
 }

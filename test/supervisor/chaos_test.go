@@ -151,7 +151,7 @@ func workerCrashes(tb testing.TB, after uint64) int {
 	return n
 }
 
-const chaosDropIn = "[Service]\nExecStart=\nExecStart=/var/lib/lodis/current serve --port %i --chaos-abort-rate 0.5\n"
+const chaosDropIn = "[Service]\nExecStart=\nExecStart=/usr/bin/lodis exec-app -- serve --port %i --chaos-abort-rate 0.5\n"
 
 // The lodis chaos demo under a fixed request rate through nginx for 30 s: no
 // port may refuse connections for more than 1 s, and at least 99.9 % of the

@@ -25,7 +25,7 @@ var m *testenv.Machine
 // Fast probing for the tests: a hung worker is found in about 2 s.
 const supervisorDropIn = `[Service]
 ExecStart=
-ExecStart=/var/lib/lodis/current supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3
+ExecStart=/usr/bin/lodis supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3
 `
 
 func TestMain(mm *testing.M) {

@@ -108,7 +108,7 @@ func TestFailedSocketRecovered(t *testing.T) {
 func TestHungWorkerRestarted(t *testing.T) {
 	const port = 18220
 	ctx := context.Background()
-	enable(t, port, "[Service]\nExecStart=\nExecStart=/var/lib/lodis/current serve --port %i --test-hang-health\n")
+	enable(t, port, "[Service]\nExecStart=\nExecStart=/usr/bin/lodis exec-app -- serve --port %i --test-hang-health\n")
 	after := lastSeq(t)
 	if _, err := testenv.Client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err != nil {
 		t.Fatalf("port %d does not answer /: %v", port, err)

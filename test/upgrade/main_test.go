@@ -1,7 +1,9 @@
-// Package upgrade tests lodis upgrades against a real systemd: binaries
-// dropped in /var/lib/lodis/incoming are validated, rejected with a reason or
-// handed to the supervisor, which rolls them out one worker at a time, with
-// nothing lost, and moves itself last. Ports 18300-18399.
+// Package upgrade tests lodis upgrades against a real systemd: apps dropped
+// in /var/lib/lodis/incoming are validated (file checks, signature, a trial
+// run in the worker's sandbox), rejected with a reason or rolled out by
+// root one worker at a time, with nothing lost, while the supervisor — the
+// installed lodis, never a drop — holds its remedies and relays the steps.
+// The app is lodis serve, the default. Ports 18300-18399.
 package upgrade
 
 import (
@@ -60,11 +62,13 @@ func run(tm *testing.M) (int, error) {
 	for name, spec := range map[string]testenv.Spec{
 		"v2": {Version: "up-v2"}, "v3": {Version: "up-v3"}, "v4": {Version: "up-v4"}, "v5": {Version: "up-v5"},
 		"v6": {Version: "up-v6"}, "v7": {Version: "up-v7"}, "v8": {Version: "up-v8"},
-		"selftest-fails":  {Version: "up-selftest-fails", Fault: buildinfo.FaultSelftestFails},
-		"exit-at-start":   {Version: "up-exit-at-start", Fault: buildinfo.FaultExitAtStart},
-		"serve-unhealthy": {Version: "up-unhealthy", Fault: buildinfo.FaultServeUnhealthy},
-		"arm64":           {Version: "up-arm64", GOARCH: "arm64"},
-		"bench-unhealthy": {Version: "up-bench-unhealthy", Fault: buildinfo.FaultServeUnhealthy},
+		"v9": {Version: "up-v9"}, "v10": {Version: "up-v10"},
+		"exit-at-start":      {Version: "up-exit-at-start", Fault: buildinfo.FaultExitAtStart},
+		"serve-unhealthy":    {Version: "up-unhealthy", Fault: buildinfo.FaultServeUnhealthy},
+		"hang-health":        {Version: "up-hang-health", Fault: buildinfo.FaultHangHealth},
+		"ignore-sigterm":     {Version: "up-ignore-sigterm", Fault: buildinfo.FaultIgnoreSIGTERM},
+		"unhealthy-after-1s": {Version: "up-unhealthy-after-1s", Fault: buildinfo.FaultUnhealthyAfter1s},
+		"arm64":              {Version: "up-arm64", GOARCH: "arm64"},
 	} {
 		if bins[name], err = testenv.Build(repo, dir, spec); err != nil {
 			return 1, err
@@ -107,7 +111,7 @@ func setup(ctx context.Context, mc *testenv.Machine) error {
 
 const supervisorDropIn = `[Service]
 ExecStart=
-ExecStart=/var/lib/lodis/current supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3
+ExecStart=/usr/bin/lodis supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3
 `
 
 // status is `lodis status --json` inside the machine.
@@ -268,3 +272,13 @@ func unitJournalGrep(t testing.TB, unit string, since time.Time, substr string) 
 }
 
 func lastRollout(t testing.TB) *rollout.State { return releases(t).Rollout }
+
+// installedSHA is the sha256 of the package's lodis, /usr/bin/lodis.
+func installedSHA(t testing.TB) string {
+	t.Helper()
+	s, err := buildinfo.FileSHA256(filepath.Join(m.Root, "/usr/bin/lodis"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

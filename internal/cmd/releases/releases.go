@@ -3,6 +3,7 @@ package releases
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,7 +27,7 @@ func Main(args []string, stderr io.Writer) int {
 	if err := cli.Parse(fs, args, "lodis releases [-json] [-root DIR]", stderr); err != nil {
 		return cli.Exit("lodis releases", err, stderr)
 	}
-	if err := printReleases(os.Stdout, *root, *asJSON); err != nil {
+	if err := printReleases(os.Stdout, stderr, *root, *asJSON); err != nil {
 		fmt.Fprintf(stderr, "lodis releases: %v\n", err)
 		return 1
 	}
@@ -39,13 +40,18 @@ type Report struct {
 	Rollout *rollout.State `json:"rollout,omitempty"`
 }
 
-func printReleases(w io.Writer, root string, asJSON bool) error {
+func printReleases(w, warn io.Writer, root string, asJSON bool) error {
 	s := release.NewStore(root)
 	l, err := s.List()
 	if err != nil {
 		return err
 	}
 	ro, err := rollout.NewStore(s).Load()
+	if errors.Is(err, rollout.ErrBadState) {
+		// Said, not fatal: root's next upgrade quarantines the file.
+		fmt.Fprintf(warn, "lodis releases: %s\n", cli.OneLine(err.Error()))
+		ro, err = nil, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -61,7 +67,7 @@ func printReleases(w io.Writer, root string, asJSON bool) error {
 		if since.IsZero() {
 			since = e.Imported
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", buildinfo.ShortSHA(e.SHA256), cli.Dash(e.Version), e.State, when(since), cli.OneLine(e.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", buildinfo.ShortSHA(e.SHA256), cli.Dash(cli.Clean(e.Version, 40)), e.State, when(since), cli.OneLine(e.Reason))
 	}
 	tw.Flush()
 	if len(l.Rejected) > 0 {

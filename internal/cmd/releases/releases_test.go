@@ -2,6 +2,7 @@ package releases
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ func TestReleases(t *testing.T) {
 	}
 	s.SetPrevious(one)
 	var b bytes.Buffer
-	if err := printReleases(&b, root, false); err != nil {
+	if err := printReleases(&b, io.Discard, root, false); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(b.String(), "u2") || !strings.Contains(b.String(), "active") || !strings.Contains(b.String(), "previous") {

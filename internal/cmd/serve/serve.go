@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/lodis/lodis/activation"
+	"github.com/lodis/lodis/app"
+	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/internal/cli"
 	"github.com/lodis/lodis/internal/logging"
 	"github.com/lodis/lodis/internal/worker"
@@ -29,6 +31,7 @@ func ParseFlags(args []string, stderr io.Writer) (*worker.Config, error) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", activation.DefaultDrainTimeout, "on SIGTERM, wait this long for open connections (keep below TimeoutStopSec=)")
 	fs.DurationVar(&c.IdleGrace, "drain-idle-grace", activation.DefaultIdleGrace, "during a drain, close keep-alive connections idle this long")
 	fs.DurationVar(&c.KeepAliveTimeout, "keepalive-timeout", 60*time.Second, "close keep-alive connections idle this long")
+	fs.IntVar(&c.MaxConns, "max-conns", app.DefaultMaxConns, "serve at most this many connections at once; more wait in the kernel's accept queue")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
 	fs.Float64Var(&c.ChaosAbortRate, "chaos-abort-rate", 0, "each second, abort with this probability (0..1); for chaos demos only")
@@ -43,6 +46,8 @@ func ParseFlags(args []string, stderr io.Writer) (*worker.Config, error) {
 		return nil, fmt.Errorf("bad -idle-timeout %v: must not be negative", c.IdleTimeout)
 	case c.DrainTimeout <= 0:
 		return nil, fmt.Errorf("bad -drain-timeout %v: must be positive", c.DrainTimeout)
+	case c.MaxConns <= 0:
+		return nil, fmt.Errorf("bad -max-conns %d: must be positive", c.MaxConns)
 	}
 	return c, nil
 }
@@ -64,6 +69,11 @@ func Main(args []string, stderr io.Writer) int {
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	if buildinfo.TestFault == buildinfo.FaultIgnoreSIGTERM {
+		stop()
+		signal.Ignore(syscall.SIGTERM) // test fault: a worker that never drains
+		ctx = context.Background()
+	}
 	defer stop()
 	if err := worker.Run(ctx, cfg, ls, activated, log); err != nil {
 		log.WithError(err).Error("serve failed")

@@ -120,6 +120,9 @@ func printTable(w io.Writer, snap statusapi.Snapshot, fallback bool, now time.Ti
 		if in.WorkerResult != "" && in.WorkerResult != "success" && !strings.HasPrefix(work, "active") {
 			work += " (" + in.WorkerResult + ")"
 		}
+		if in.WorkerUnit != "" {
+			work += "(alt)" // served by lodis-alt@PORT.service, the port's second worker unit
+		}
 		pid, up, restarts, health := "-", "-", fmt.Sprint(in.Restarts), "-"
 		if in.PID != 0 {
 			pid = fmt.Sprint(in.PID)
@@ -135,10 +138,10 @@ func printTable(w io.Writer, snap statusapi.Snapshot, fallback bool, now time.Ti
 			if h.OK {
 				health = fmt.Sprintf("ok %.1fms, %s ago", h.LatencyMS, ago)
 			} else {
-				health = fmt.Sprintf("FAILING x%d (%s), %s ago", h.Failures, shorten(h.Error, 40), ago)
+				health = fmt.Sprintf("FAILING x%d (%s), %s ago", h.Failures, cli.Clean(h.Error, 40), ago)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Port, sock, work, pid, cli.Dash(in.Version), cli.Dash(buildinfo.ShortSHA(in.SHA256)), up, restarts, health)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Port, sock, work, pid, cli.Dash(cli.Clean(in.Version, 40)), cli.Dash(buildinfo.ShortSHA(in.SHA256)), up, restarts, health)
 	}
 	tw.Flush()
 	switch {
@@ -162,7 +165,7 @@ func rolloutLine(r *statusapi.RolloutStatus, now time.Time) string {
 		if version == "" {
 			return buildinfo.ShortSHA(sha)
 		}
-		return version + " (" + buildinfo.ShortSHA(sha) + ")"
+		return cli.Clean(version, 40) + " (" + buildinfo.ShortSHA(sha) + ")"
 	}
 	head := "roll-out"
 	if !r.Running {
@@ -177,14 +180,7 @@ func rolloutLine(r *statusapi.RolloutStatus, now time.Time) string {
 		line += fmt.Sprintf(", ended %s ago", now.Sub(r.Finished).Round(time.Second))
 	}
 	if r.Reason != "" {
-		line += " (" + shorten(r.Reason, 120) + ")"
+		line += " (" + cli.Clean(r.Reason, 120) + ")"
 	}
 	return line
-}
-
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }

@@ -30,6 +30,14 @@ func TestStatusTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", w, out)
 		}
 	}
+	// A port served by its alternate worker says so in one field.
+	snap.Instances[0].WorkerUnit = "lodis-alt@8080.service"
+	b.Reset()
+	printTable(&b, snap, false, now)
+	if !strings.Contains(b.String(), " active/running(alt)  123 ") {
+		t.Errorf("table does not mark the alternate worker:\n%s", b.String())
+	}
+	snap.Instances[0].WorkerUnit = ""
 	snap.Rollout.Running, snap.Rollout.Phase, snap.Rollout.Moved, snap.Rollout.Finished = false, "rolled-back", 0, now.Add(-3*time.Second)
 	snap.Rollout.Reason = "canary lodis@8080.service: /__/health answered 503"
 	b.Reset()

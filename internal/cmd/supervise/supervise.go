@@ -1,7 +1,7 @@
 // Package supervise is `lodis supervise`, run by lodis-supervisor.service:
 // it wires the supervisor's state machine (package supervisor) to its event
-// stream and hook, its metrics, its status API and the roll-out service, and
-// runs them until SIGTERM.
+// stream and hook, its metrics, its status API with the status page, and the
+// roll-out service, and runs them until SIGTERM.
 package supervise
 
 import (
@@ -24,6 +24,7 @@ import (
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/statusapi"
+	"github.com/lodis/lodis/internal/statuspage"
 	"github.com/lodis/lodis/supervisor"
 )
 
@@ -38,6 +39,7 @@ type Config struct {
 	LogLevel    string
 	LogFormat   string
 	Releases    string // release store the roll-outs move between
+	AdminGroup  string // members may change state through the status API, as root may
 }
 
 // ParseFlags parses `lodis supervise` arguments. Errors are one line.
@@ -48,7 +50,8 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&c.Bus.User, "user", false, "watch the calling user's service manager instead of the system manager")
 	fs.StringVar(&c.Bus.Address, "bus", "", "D-Bus address of systemd (default: /run/systemd/private as root, else the system bus; with --user the session bus)")
 	fs.StringVar(&c.Socket, "status-socket", "", "status API unix socket (default "+statusapi.DefaultSocket+", with --user $XDG_RUNTIME_DIR/lodis/supervisor.sock)")
-	fs.StringVar(&c.Group, "status-group", "lodis", "group given access (mode 0660) to the status socket; \"\" to leave it as created")
+	fs.StringVar(&c.Group, "status-group", "lodis", "group given access (mode 0660) to the status socket, to read; \"\" to leave it as created")
+	fs.StringVar(&c.AdminGroup, "admin-group", "", "group whose members may request roll-outs and holds through the status API, as root may; they reach the socket as members of --status-group too (default: root alone)")
 	fs.DurationVar(&c.ProbeInterval, "probe-interval", supervisor.DefaultProbeInterval, "how often running workers are health-probed")
 	fs.DurationVar(&c.ProbeTimeout, "probe-timeout", supervisor.DefaultProbeTimeout, "timeout of one health probe")
 	fs.IntVar(&c.ProbeFailures, "probe-failures", supervisor.DefaultProbeFailures, "failed probes in a row before a running worker is restarted as hung")
@@ -128,23 +131,26 @@ func Main(args []string, stderr io.Writer) int {
 	o := cfg.Options
 	o.Events, o.Metrics, o.Log = ev, m, log
 	o.Notifier = &activation.SystemdNotifier{Log: logging.Slog(log)}
+	o.Releases = release.NewStore(cfg.Releases)
 	sup, err := supervisor.New(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
 		return 2
 	}
-	// Hashed now: the release directory this binary came from may be moved
-	// (to rejected/) while it runs.
+	// The supervisor runs the installed lodis, never a release.
 	self, err := buildinfo.SHA256()
 	if err != nil {
 		log.WithError(err).Warn("cannot hash the supervisor's own binary")
 	}
-	api := &statusapi.Server{Sup: sup, Events: ev, Metrics: m, Log: log, Version: buildinfo.Version, SHA256: self}
-	ro := &rollout.Service{Host: sup, Events: ev, Metrics: m, Log: log, Self: self, Root: cfg.Releases}
+	api := &statusapi.Server{Sup: sup, Events: ev, Metrics: m, Log: log, Version: buildinfo.Version, SHA256: self,
+		Holder: sup, ReadGroup: cfg.Group, AdminGroup: cfg.AdminGroup}
+	ro := &rollout.Service{Host: sup, Events: ev, Metrics: m, Log: log, Root: cfg.Releases}
 	if err := ro.Register(api); err != nil {
 		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
 		return 2
 	}
+	// The status page: GET / (read-only; over TCP through lodis-metrics.socket).
+	api.Handle("GET /{$}", &statuspage.Page{Status: api.Status, Events: ev, Rollout: ro.State})
 	l, err := statusapi.ListenUnix(cfg.Socket, cfg.Group)
 	if err != nil {
 		fmt.Fprintf(stderr, "lodis supervise: %v\n", err)
