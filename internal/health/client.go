@@ -3,7 +3,6 @@ package health
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -71,35 +70,42 @@ func (c *Client) GetURL(ctx context.Context, url string) (Report, time.Duration,
 			MaxIdleConnsPerHost: -1,
 		}}
 	})
-	return c.do(ctx, c.http, url, nil)
+	return c.do(ctx, c.http, url)
 }
 
-// GetHeld is Get over a connection of its own that stays open until inspect
-// has seen it: inspect runs once the whole answer is read, healthy or not,
-// with the connection's local and remote addresses, while the worker still
-// holds its end of it (the request asks for keep-alive). The connection is
-// closed after. An error from inspect is returned as it is, in place of the
-// answer's.
+// GetHeld is Get over a connection of its own whose server end inspect
+// sees first: inspect runs once the connection is established, before the
+// request is sent, with the connection's local and remote addresses, so that
+// the process holding the server end still holds it (a server that closes
+// after its answer, as HTTP/1.0 ones do, has not answered yet). An error from
+// inspect ends the check: the connection is closed, the request never sent,
+// and the error returned as it is.
 func (c *Client) GetHeld(ctx context.Context, listen, port, path string, inspect func(local, remote net.Addr) error) (Report, time.Duration, error) {
 	if path == "" {
 		path = Path
 	}
-	var conn net.Conn
+	var inspectErr error
 	dialer := &net.Dialer{Timeout: c.timeout()}
-	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1,
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			cn, err := dialer.DialContext(ctx, network, addr)
-			conn = cn
-			return cn, err
+			if err != nil {
+				return nil, err
+			}
+			if err := inspect(cn.LocalAddr(), cn.RemoteAddr()); err != nil {
+				cn.Close()
+				inspectErr = err
+				return nil, err
+			}
+			return cn, nil
 		}}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Timeout: c.timeout(), Transport: tr}
-	return c.do(ctx, hc, "http://"+DialAddr(listen, port)+path, func() error {
-		if conn == nil {
-			return errors.New("health check: no connection to inspect")
-		}
-		return inspect(conn.LocalAddr(), conn.RemoteAddr())
-	})
+	r, took, err := c.do(ctx, hc, "http://"+DialAddr(listen, port)+path)
+	if inspectErr != nil {
+		return r, took, inspectErr
+	}
+	return r, took, err
 }
 
 func (c *Client) timeout() time.Duration {
@@ -109,8 +115,8 @@ func (c *Client) timeout() time.Duration {
 	return c.Timeout
 }
 
-// do sends one check with hc; inspect, if set, runs once the answer is read.
-func (c *Client) do(ctx context.Context, hc *http.Client, url string, inspect func() error) (Report, time.Duration, error) {
+// do sends one check with hc.
+func (c *Client) do(ctx context.Context, hc *http.Client, url string) (Report, time.Duration, error) {
 	var r Report
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -131,11 +137,6 @@ func (c *Client) do(ctx context.Context, hc *http.Client, url string, inspect fu
 	took := time.Since(start)
 	if err != nil {
 		return r, took, fmt.Errorf("health check: read answer: %w", err)
-	}
-	if inspect != nil {
-		if err := inspect(); err != nil {
-			return r, took, err
-		}
 	}
 	if resp.StatusCode/100 != 2 {
 		return r, took, &StatusError{Status: resp.Status, Body: trim(b)}

@@ -7,8 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lodis/lodis/internal/sockets"
 )
 
 func TestDialAddr(t *testing.T) {
@@ -67,5 +71,60 @@ func TestClient(t *testing.T) {
 	l.Close()
 	if _, _, err := c.Get(ctx, addr, "", ""); err == nil {
 		t.Error("a closed port passed the check")
+	}
+}
+
+// TestGetHeldSeesTheServerEndOfAClosingServer: a server that hangs up after
+// each answer (as HTTP/1.0 ones do) still holds the connection when inspect
+// runs, so inspect can tell which process accepted it.
+func TestGetHeldSeesTheServerEndOfAClosingServer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		fmt.Fprint(w, `{"status":"ok","pid":1}`)
+	}))
+	defer srv.Close()
+	listen := srv.Listener.Addr().String()
+	_, port, _ := net.SplitHostPort(listen)
+	var c Client
+	for i := range 20 {
+		_, _, err := c.GetHeld(t.Context(), listen, port, "", func(local, remote net.Addr) error {
+			pid, err := sockets.Owner(local, remote, []int{os.Getpid()})
+			for deadline := time.Now().Add(5 * time.Second); errors.Is(err, sockets.ErrNotAccepted) && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+				pid, err = sockets.Owner(local, remote, []int{os.Getpid()})
+			}
+			if err != nil {
+				return err
+			}
+			if pid != os.Getpid() {
+				return fmt.Errorf("owner %d, want this process %d", pid, os.Getpid())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("check %d: %v", i, err)
+		}
+	}
+}
+
+// TestGetHeldInspectErrorSendsNoRequest: an error from inspect is returned
+// as it is and the request is never sent.
+func TestGetHeldInspectErrorSendsNoRequest(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		fmt.Fprint(w, `{"status":"ok"}`)
+	}))
+	defer srv.Close()
+	listen := srv.Listener.Addr().String()
+	_, port, _ := net.SplitHostPort(listen)
+	errNotMine := errors.New("not mine")
+	var c Client
+	_, _, err := c.GetHeld(t.Context(), listen, port, "", func(net.Addr, net.Addr) error { return errNotMine })
+	if err != errNotMine {
+		t.Fatalf("err = %v, want inspect's error as it is", err)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests reached the server, want none", n)
 	}
 }

@@ -1,11 +1,13 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"slices"
+	"time"
 
 	"github.com/lodis/lodis/internal/appconf"
 	"github.com/lodis/lodis/internal/health"
@@ -146,6 +148,35 @@ func (s *Systemd) Stop(ctx context.Context, unit string) error {
 // errOtherUnit is a health answer that came from the other unit of the port.
 var errOtherUnit = errors.New("answered by the other worker of the port")
 
+// acceptPoll is how often acceptedBy looks again at a connection that waits
+// in the socket's queue.
+const acceptPoll = 2 * time.Millisecond
+
+// acceptedBy waits until a process accepts the connection local → remote
+// (at most the health timeout) and tells whether it is one of unit's:
+// errOtherUnit when it is not.
+func (s *Systemd) acceptedBy(ctx context.Context, u systemd.Units, unit string, local, remote net.Addr) error {
+	timeout := cmp.Or(s.health.Timeout, health.DefaultTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		pids, err := u.UnitPIDs(ctx, unit)
+		if err != nil {
+			return err
+		}
+		pid, err := sockets.Owner(local, remote, pids)
+		switch {
+		case errors.Is(err, sockets.ErrNoOwner) || (err == nil && pid == 0):
+			return errOtherUnit
+		case !errors.Is(err, sockets.ErrNotAccepted):
+			return err
+		}
+		if err := sleep(ctx, acceptPoll); err != nil {
+			return fmt.Errorf("%s: the health check's connection was not accepted within %s", unit, timeout)
+		}
+	}
+}
+
 // checkTries bounds the connections Check makes to reach one of two
 // workers that accept on the same socket (the kernel hands each
 // connection to whichever accepts first).
@@ -184,15 +215,7 @@ func (s *Systemd) Check(ctx context.Context, unit string) (Worker, error) {
 	default:
 		for range checkTries {
 			h, _, err = s.health.GetHeld(ctx, listen, port, s.App.HealthPath, func(local, remote net.Addr) error {
-				pids, err := u.UnitPIDs(ctx, unit)
-				if err != nil {
-					return err
-				}
-				pid, err := sockets.Owner(local, remote, pids)
-				if errors.Is(err, sockets.ErrNoOwner) || (err == nil && pid == 0) {
-					return errOtherUnit
-				}
-				return err
+				return s.acceptedBy(ctx, u, unit, local, remote)
 			})
 			if !errors.Is(err, errOtherUnit) {
 				break

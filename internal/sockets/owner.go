@@ -13,6 +13,14 @@ import (
 // connection's other end.
 var ErrNoOwner = errors.New("no process of the unit holds the connection")
 
+// ErrNotAccepted is Owner's error while the connection waits in its
+// listener's queue: no process has accepted it yet.
+var ErrNotAccepted = errors.New("not accepted yet")
+
+// ErrServerClosed is Owner's error when the server end is closed already
+// (the server answered and hung up): no process holds it any more.
+var ErrServerClosed = errors.New("closed by its server")
+
 // Owner tells which of pids holds the server end of a TCP connection made
 // on this host, given the connection as the client sees it (local is the
 // client's address, remote the listener's): the kernel's socket table names
@@ -22,7 +30,8 @@ var ErrNoOwner = errors.New("no process of the unit holds the connection")
 // a listening socket, this is how a client knows which one accepted it.
 // Reading another user's fd table needs CAP_SYS_PTRACE (root has it); a
 // process that cannot be read counts as not holding it. ErrNoOwner when
-// none does.
+// none does; ErrNotAccepted while no process has accepted the connection
+// yet; ErrServerClosed once the process that accepted it has closed it.
 func Owner(local, remote net.Addr, pids []int) (int, error) {
 	l, ok1 := local.(*net.TCPAddr)
 	r, ok2 := remote.(*net.TCPAddr)
@@ -67,7 +76,12 @@ func serverInode(client, server *net.TCPAddr) (uint32, error) {
 			if int(s.ID.SourcePort) == server.Port && int(s.ID.DestinationPort) == client.Port &&
 				s.ID.Destination.Equal(client.IP) && s.State != stateListen {
 				if s.INode == 0 {
-					return 0, fmt.Errorf("the connection %v → %v is not accepted yet", client, server)
+					// A socket that no process holds: still queued on the
+					// listener, or closed by the process that accepted it.
+					if s.State == stateEstablished || s.State == stateSynRecv {
+						return 0, fmt.Errorf("the connection %v → %v: %w", client, server, ErrNotAccepted)
+					}
+					return 0, fmt.Errorf("the connection %v → %v: %w", client, server, ErrServerClosed)
 				}
 				return s.INode, nil
 			}

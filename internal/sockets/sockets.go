@@ -21,6 +21,7 @@ import (
 // TCP states of the kernel (include/net/tcp_states.h).
 const (
 	stateEstablished = 1
+	stateSynRecv     = 3
 	stateTimeWait    = 6
 	stateClose       = 7
 	stateListen      = 10
