@@ -70,11 +70,12 @@ type Machine struct {
 	Root   string // the container's root, seen from the host: write files here to put them inside
 	Leader int    // PID of the container's PID 1 (systemd), for nsenter
 
-	dir    string
-	cmd    *exec.Cmd
-	done   chan error
-	logf   *os.File
-	closed bool
+	dir     string
+	cmd     *exec.Cmd
+	done    chan error
+	logf    *os.File
+	cgroups cgroups
+	closed  bool
 }
 
 // Check reports, as one clear error, what is missing to boot a machine here.
@@ -142,7 +143,11 @@ func Boot(ctx context.Context, o Options) (m *Machine, err error) {
 	for _, u := range o.Mask {
 		args = append(args, "systemd.mask="+u)
 	}
-	m.cmd = exec.Command("systemd-nspawn", args...)
+	if m.cgroups, err = newCgroups(filepath.Base(dir)); err != nil {
+		return m, err
+	}
+	// The shell joins the machine's groups, then execs nspawn (same PID).
+	m.cmd = exec.Command("sh", append([]string{"-c", m.cgroups.joinScript(), "sh", "systemd-nspawn"}, args...)...)
 	if o.Log == nil {
 		// The console log lives beside the tmpfs, so it survives Close for a
 		// post-mortem; the dir itself is removed when empty.
@@ -276,6 +281,7 @@ func (m *Machine) Close() error {
 			<-m.done
 		}
 	}
+	m.cgroups.remove()
 	for _, p := range []string{m.Root, m.dir} {
 		if err := unmount(p); err != nil {
 			errs = append(errs, err)

@@ -25,6 +25,7 @@ import (
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/rollout"
 	"github.com/lodis/lodis/internal/statusapi"
+	"github.com/lodis/lodis/internal/systemd"
 	"github.com/lodis/lodis/internal/testenv"
 )
 
@@ -143,14 +144,18 @@ func port(i int) int { return firstPort + i }
 func startWorker(t testing.TB, p int) int {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := testenv.Health(ctx, p); err != nil {
+	h, err := testenv.Health(ctx, p)
+	if err != nil {
 		t.Fatalf("port %d: %v", p, err)
 	}
-	pid := m.MainPID(ctx, fmt.Sprintf("lodis@%d.service", p))
-	if pid == 0 {
-		t.Fatalf("port %d answered, yet lodis@%d.service has no main process", p, p)
+	// After an overlapping roll-out the port's worker may be either unit.
+	for _, u := range []string{systemd.ServiceUnit(fmt.Sprint(p)), systemd.AltUnit(fmt.Sprint(p))} {
+		if pid := m.MainPID(ctx, u); pid != 0 && pid == h.PID {
+			return pid
+		}
 	}
-	return pid
+	t.Fatalf("port %d answered from pid %d, the main process of neither of its worker units", p, h.PID)
+	return 0
 }
 
 // kill9 kills process pid inside the machine with SIGKILL.
