@@ -172,13 +172,16 @@ func dialOne(addr string, watch bool) (*Bus, error) {
 
 // warmUp pings systemd on a fresh direct connection until it answers.
 // systemd 252 sometimes loses the first message a client sends right after
-// authenticating on /run/systemd/private (about one connection in five
-// here), and that call would wait forever; a ping is harmless to lose.
+// authenticating on /run/systemd/private (seen on most connections on a
+// busy machine), and that call would wait forever; a ping is harmless to
+// lose. The first pings wait briefly (a live systemd answers within a
+// millisecond or two), later ones longer, so a lost ping costs ~20 ms rather
+// than a fixed wait, and a systemd slow to answer still has ~3 s in all.
 func warmUp(c *dbus.Conn) error {
 	obj := c.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
 	var err error
-	for i := 0; i < 10; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	for _, wait := range warmUpWaits {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		err = obj.CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0).Err
 		cancel()
 		if err == nil {
@@ -187,6 +190,11 @@ func warmUp(c *dbus.Conn) error {
 	}
 	return fmt.Errorf("no answer to ping: %w", err)
 }
+
+// warmUpWaits are how long warmUp waits for each ping's answer.
+var warmUpWaits = []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond,
+	160 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond,
+	500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond}
 
 // subscribe asks for the signals the supervisor needs. Through a bus daemon
 // it adds match rules (unit PropertiesChanged, Manager UnitNew/UnitRemoved);
