@@ -188,7 +188,8 @@ type Persister interface {
 }
 
 // Runner drives roll-outs. One goroutine calls Run at a time; the Runner
-// keeps no state of its own between calls.
+// keeps no state of its own between calls (every Run waits for the stop
+// jobs it started before it returns).
 type Runner struct {
 	Ops      Ops
 	Releases Releases
@@ -213,6 +214,16 @@ type Runner struct {
 	Log logrus.FieldLogger
 	// Now tells the time; default time.Now.
 	Now func() time.Time
+
+	// draining are the old workers' stop jobs of this Run that the
+	// roll-out does not wait for (see stopBehind).
+	draining []drain
+}
+
+// drain is the stop of an old worker, draining while the roll-out goes on.
+type drain struct {
+	unit string
+	done chan error
 }
 
 // RolledBackError is returned by Run when the roll-out was rolled back.
@@ -258,6 +269,7 @@ func (r *Runner) defaults() {
 // documentation says.
 func (r *Runner) Run(ctx context.Context, st *State) error {
 	r.defaults()
+	defer r.drained()
 	st.DriverPID = os.Getpid()
 	switch st.Phase {
 	case PhaseDone:
@@ -346,6 +358,9 @@ func (r *Runner) forward(ctx context.Context, st *State, resumed bool) error {
 				return r.rollback(ctx, st, err.Error())
 			}
 		}
+	}
+	if err := r.drained(); err != nil {
+		return r.rollback(ctx, st, err.Error())
 	}
 	if !st.CanaryPassed {
 		// No worker at all: nothing to watch; the flip alone is the roll-out.
@@ -462,7 +477,38 @@ func (r *Runner) converge(ctx context.Context, st *State, u, sha, prefix string)
 		return "", err
 	}
 	r.event(st, prefix+"ready", next, "%s healthy on %s: stopping %s", next, buildinfo.ShortSHA(sha), off[0])
+	if prefix == "" {
+		// Forward, the next port need not wait for this one's drain.
+		r.stopBehind(ctx, st, off)
+		return next, nil
+	}
 	return next, r.stop(ctx, st, prefix, off)
+}
+
+// stopBehind stops units without waiting: each drains while the roll-out
+// goes on to the next port, so two releases share a port no longer than its
+// drain. drained waits for them.
+func (r *Runner) stopBehind(ctx context.Context, st *State, units []string) {
+	ctx = context.WithoutCancel(ctx)
+	for _, w := range units {
+		r.event(st, "stopping", w, "stopping %s (it drains while the roll-out goes on)", w)
+		d := drain{unit: w, done: make(chan error, 1)}
+		go func() { d.done <- r.Ops.Stop(ctx, w) }()
+		r.draining = append(r.draining, d)
+	}
+}
+
+// drained waits until every stop stopBehind started has ended, and returns
+// their errors.
+func (r *Runner) drained() error {
+	var errs []error
+	for _, d := range r.draining {
+		if err := <-d.done; err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", d.unit, err))
+		}
+	}
+	r.draining = nil
+	return errors.Join(errs...)
 }
 
 // stop stops units, each after its drain.
@@ -604,6 +650,11 @@ func (r *Runner) rollback(ctx context.Context, st *State, reason string) error {
 	// half rolled-back machine is what this package exists to prevent.
 	ctx = context.WithoutCancel(ctx)
 	var problems []string
+	// Old workers still draining are gone first; a port whose stop failed
+	// is mended by its converge below.
+	if err := r.drained(); err != nil {
+		r.event(st, "rollback-note", "", "%v", err)
+	}
 	if err := r.Releases.Activate(st.From); err != nil {
 		problems = append(problems, "flip back: "+err.Error())
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ type world struct {
 	nextPID   int
 	saved     []State
 	onRestart func(unit string) // test hook, called before a restart
+	onStop    func(unit string) // test hook, called before a stop
 }
 
 type worker struct {
@@ -141,6 +143,9 @@ func (w *world) Start(_ context.Context, u string) error {
 }
 
 func (w *world) Stop(_ context.Context, u string) error {
+	if w.onStop != nil {
+		w.onStop(u)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.ops = append(w.ops, "stop "+u)
@@ -366,8 +371,8 @@ func TestOverlap(t *testing.T) {
 		t.Fatalf("Run: %v; events %v", err, eventKinds(st))
 	}
 	want := []string{"start lodis-alt@8080.service", "stop lodis@8080.service", "start lodis-alt@8081.service", "stop lodis@8081.service"}
-	if !slices.Equal(w.ops, want) {
-		t.Errorf("ops %v, want %v", w.ops, want)
+	if !samePerPort(w.ops, want) {
+		t.Errorf("ops %v, want %v (in this order for each port)", w.ops, want)
 	}
 	if len(w.restarts) != 0 {
 		t.Errorf("restarts %v: an overlapping roll-out restarted a worker in place", w.restarts)
@@ -381,8 +386,73 @@ func TestOverlap(t *testing.T) {
 		t.Fatalf("second Run: %v", err)
 	}
 	want = []string{"start lodis@8080.service", "stop lodis-alt@8080.service", "start lodis@8081.service", "stop lodis-alt@8081.service"}
-	if !slices.Equal(w.ops, want) {
+	if !samePerPort(w.ops, want) {
 		t.Errorf("second roll-out: ops %v, want %v", w.ops, want)
+	}
+}
+
+// samePerPort reports whether ops holds the operations of want, in want's
+// order for each port (the ports' operations may interleave: an old worker
+// drains while the next port starts).
+func samePerPort(ops, want []string) bool {
+	byPort := func(l []string) map[string][]string {
+		m := map[string][]string{}
+		for _, op := range l {
+			_, unit, _ := strings.Cut(op, " ")
+			p := systemd.PortOf(unit)
+			m[p] = append(m[p], op)
+		}
+		return m
+	}
+	a, b := byPort(ops), byPort(want)
+	if len(ops) != len(want) || len(a) != len(b) {
+		return false
+	}
+	for p, l := range b {
+		if !slices.Equal(a[p], l) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestOverlapGoesOnWhileTheOldWorkerDrains: the next port's new worker
+// starts while the previous port's old one is still draining, and Run
+// returns only once every old worker has stopped.
+func TestOverlapGoesOnWhileTheOldWorkerDrains(t *testing.T) {
+	w := newWorld(oldR, units(8080, 8081, 8082))
+	nextStarted := make(chan struct{})
+	w.onRestart = func(u string) {
+		if u == "lodis-alt@8082.service" {
+			close(nextStarted)
+		}
+	}
+	var waited atomic.Bool
+	w.onStop = func(u string) {
+		if u != "lodis@8081.service" {
+			return
+		}
+		select {
+		case <-nextStarted:
+		case <-time.After(5 * time.Second):
+			waited.Store(true) // the roll-out waited for this drain
+		}
+	}
+	st := NewState(KindUpgrade, oldR, newR, time.Now())
+	if err := overlapRunner(w).Run(context.Background(), st); err != nil {
+		t.Fatalf("Run: %v; events %v", err, eventKinds(st))
+	}
+	if waited.Load() {
+		t.Error("port 8082's new worker started only after port 8081's old one had drained")
+	}
+	got := w.shas()
+	for _, p := range []int{8080, 8081, 8082} {
+		if sha := got[fmt.Sprintf("lodis-alt@%d.service", p)]; sha != newR {
+			t.Errorf("port %d: alt runs %.8s, want the new release", p, sha)
+		}
+		if _, ok := got[fmt.Sprintf("lodis@%d.service", p)]; ok {
+			t.Errorf("port %d: the old worker still runs after Run returned", p)
+		}
 	}
 }
 
