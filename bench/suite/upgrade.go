@@ -49,17 +49,7 @@ type upgradeRun struct {
 // runs upgrade, which must return once every instance is healthy on the new
 // version. The load goes on for the plan's tail, then stops.
 func (e *env) underLoad(ctx context.Context, name string, targets []string, upgrade func(context.Context) error) (*upgradeRun, error) {
-	lctx, stop := context.WithCancel(ctx)
-	defer stop()
-	type out struct {
-		r   *load.Result
-		err error
-	}
-	done := make(chan out, 1)
-	go func() {
-		r, err := load.Run(lctx, load.Options{Targets: targets, Rate: upgradeRate, Conns: upgradeConns, Duration: upgradeBound})
-		done <- out{r, err}
-	}()
+	stop := load.Background(ctx, load.Options{Targets: targets, Rate: upgradeRate, Conns: upgradeConns, Duration: upgradeBound})
 	var from, to time.Time
 	var uerr error
 	select {
@@ -77,17 +67,16 @@ func (e *env) underLoad(ctx context.Context, name string, targets []string, upgr
 		}
 	case <-ctx.Done():
 	}
-	stop()
-	o := <-done
+	r, lerr := stop()
 	if uerr != nil {
 		return nil, fmt.Errorf("%s: %w", name, uerr)
 	}
-	if o.err != nil && !(errors.Is(o.err, context.Canceled) && ctx.Err() == nil) {
-		return nil, fmt.Errorf("%s: %w", name, o.err)
+	if lerr != nil && !(errors.Is(lerr, context.Canceled) && ctx.Err() == nil) {
+		return nil, fmt.Errorf("%s: %w", name, lerr)
 	}
-	u := &upgradeRun{name: name, res: o.r, window: [2]time.Duration{from.Sub(o.r.Start), to.Sub(o.r.Start)}}
-	u.steady = o.r.Between(time.Second, u.window[0])
-	u.inside = o.r.Between(u.window[0], u.window[1])
+	u := &upgradeRun{name: name, res: r, window: [2]time.Duration{from.Sub(r.Start), to.Sub(r.Start)}}
+	u.steady = r.Between(time.Second, u.window[0])
+	u.inside = r.Between(u.window[0], u.window[1])
 	return u, nil
 }
 

@@ -393,3 +393,21 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+func TestBackgroundStopEndsTheLoad(t *testing.T) {
+	h, _ := everyNth(1<<62, nil)
+	s := server(t, h)
+	stop := Background(t.Context(), Options{Targets: []string{s.URL}, Rate: 100, Duration: time.Minute})
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	res, err := stop()
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("stop took %v", took)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want canceled", err)
+	}
+	if res == nil || res.OK < 1 || res.Failed != 0 {
+		t.Fatalf("result %+v: want some requests answered, none failed", res)
+	}
+}

@@ -61,3 +61,17 @@ func Build(repo, dir string, s Spec) (string, error) {
 	}
 	return out, nil
 }
+
+// BuildAll builds each of specs with Build into dir and returns the binaries'
+// paths by the specs' names; the first failure ends it.
+func BuildAll(repo, dir string, specs map[string]Spec) (map[string]string, error) {
+	bins := make(map[string]string, len(specs))
+	for name, s := range specs {
+		path, err := Build(repo, dir, s)
+		if err != nil {
+			return nil, err
+		}
+		bins[name] = path
+	}
+	return bins, nil
+}

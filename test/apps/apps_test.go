@@ -67,38 +67,27 @@ func TestHelloUnderLoad(t *testing.T) {
 	if got := exeSHA(t, sup); got != installed {
 		t.Fatalf("the supervisor runs %.12s before the drop, want the package's lodis %.12s", got, installed)
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type outcome struct {
-		res *load.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		r, err := load.Run(lctx, load.Options{Targets: targets, Rate: 800, Conns: 20, Duration: 3 * time.Minute})
-		done <- outcome{r, err}
-	}()
+	stopLoad := load.Background(ctx, load.Options{Targets: targets, Rate: 800, Conns: 20, Duration: 3 * time.Minute})
 	time.Sleep(2 * time.Second)
 	start := time.Now()
 	out, err := dropWait(t, hello, "hello")
 	took := time.Since(start)
 	time.Sleep(time.Second)
-	cancel()
-	o := <-done
+	res, lerr := stopLoad()
 	if err != nil {
 		t.Fatalf("lodis drop --wait hello: %v\n%s", err, out)
 	}
-	if o.res == nil {
-		t.Fatalf("load: %v", o.err)
+	if res == nil {
+		t.Fatalf("load: %v", lerr)
 	}
 	want := fileSHA(t, hello)
 	t.Logf("hello rolled out over %d ports in %s (drop --wait); %d requests ok, %d failed; %s",
-		nPorts, took.Round(time.Millisecond), o.res.OK, o.res.Failed, lastLine(out))
-	if o.res.Failed != 0 {
-		t.Errorf("%d of %d requests failed during the roll-out: %v", o.res.Failed, o.res.OK+o.res.Failed, o.res.Failures)
+		nPorts, took.Round(time.Millisecond), res.OK, res.Failed, lastLine(out))
+	if res.Failed != 0 {
+		t.Errorf("%d of %d requests failed during the roll-out: %v", res.Failed, res.OK+res.Failed, res.Failures)
 	}
-	if o.res.OK < 2000 {
-		t.Errorf("only %d requests answered: the load did not run", o.res.OK)
+	if res.OK < 2000 {
+		t.Errorf("only %d requests answered: the load did not run", res.OK)
 	}
 	for i := range nPorts {
 		code, body, err := get(port(i), "/")

@@ -72,8 +72,7 @@ func run(tm *testing.M) (int, error) {
 func setup(ctx context.Context, mc *testenv.Machine) error {
 	m = mc
 	// A shorter canary soak keeps the suite lean; the default is 5 s.
-	if err := m.WriteFile("/etc/systemd/system/lodis-upgrade.service.d/test.conf",
-		[]byte("[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 2s\n"), 0o644); err != nil {
+	if err := m.WriteFile(testenv.UpgradeDropIn, []byte(testenv.ShortSoak), 0o644); err != nil {
 		return err
 	}
 	units := []string{"enable", "--now", "lodis-upgrade.path", "lodis-supervisor.service"}

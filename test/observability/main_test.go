@@ -90,18 +90,12 @@ func run(tm *testing.M) (int, error) {
 	}, func(ctx context.Context, mc *testenv.Machine) error { return setup(ctx, mc, dir) }), nil
 }
 
-// Fast probing, and a short canary soak, keep the suite lean.
-const (
-	supervisorDropIn = "[Service]\nExecStart=\nExecStart=/usr/bin/lodis supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3\n"
-	upgradeDropIn    = "[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 2s\n"
-)
-
 func setup(ctx context.Context, mc *testenv.Machine, dir string) error {
 	m = mc
-	if err := m.WriteFile("/etc/systemd/system/lodis-supervisor.service.d/test.conf", []byte(supervisorDropIn), 0o644); err != nil {
+	if err := m.WriteFile(testenv.SupervisorDropIn, []byte(testenv.FastProbing), 0o644); err != nil {
 		return err
 	}
-	if err := m.WriteFile("/etc/systemd/system/lodis-upgrade.service.d/test.conf", []byte(upgradeDropIn), 0o644); err != nil {
+	if err := m.WriteFile(testenv.UpgradeDropIn, []byte(testenv.ShortSoak), 0o644); err != nil {
 		return err
 	}
 	units := "lodis-upgrade.path lodis-supervisor.service"

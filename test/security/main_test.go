@@ -40,7 +40,7 @@ const (
 
 var (
 	m    *testenv.Machine
-	bins = map[string]string{} // name → path on the host
+	bins map[string]string // name → path on the host
 )
 
 func TestMain(tm *testing.M) {
@@ -79,10 +79,8 @@ func run(tm *testing.M) (int, error) {
 	for i := 1; i <= nGood; i++ {
 		specs[good(i)] = testenv.Spec{Version: good(i)}
 	}
-	for name, spec := range specs {
-		if bins[name], err = testenv.Build(repo, dir, spec); err != nil {
-			return 1, err
-		}
+	if bins, err = testenv.BuildAll(repo, dir, specs); err != nil {
+		return 1, err
 	}
 	return testenv.Main(tm, testenv.Suite{
 		Machine:      testenv.Options{Name: "lodis-security-test"},
@@ -124,10 +122,10 @@ func setup(ctx context.Context, mc *testenv.Machine) error {
 	}
 	for path, text := range map[string]string{
 		// A short soak and settle keep the suite lean.
-		"/etc/systemd/system/lodis-upgrade.service.d/test.conf":  "[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 1s --settle 300ms --max-size 50000000\n",
+		testenv.UpgradeDropIn: "[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 1s --settle 300ms --max-size 50000000\n",
 		"/etc/systemd/system/lodis-rollout@.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/lodis rollback --to %i --canary-soak 1s\n",
 		// Fast probing: a hung worker is restarted in about 2 s.
-		"/etc/systemd/system/lodis-supervisor.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/lodis supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3 --admin-group lodisadm --on-event " + hookPath + " --on-event-timeout 1s\n",
+		testenv.SupervisorDropIn: "[Service]\nExecStart=\nExecStart=/usr/bin/lodis supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3 --admin-group lodisadm --on-event " + hookPath + " --on-event-timeout 1s\n",
 		// The storm port: a trigger limit lower than any supervisor reset
 		// can outlast.
 		fmt.Sprintf("/etc/systemd/system/lodis@%d.socket.d/limit.conf", portStorm):        "[Socket]\nTriggerLimitBurst=3\nTriggerLimitIntervalSec=5s\n",

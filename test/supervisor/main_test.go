@@ -22,19 +22,13 @@ import (
 
 var m *testenv.Machine
 
-// Fast probing for the tests: a hung worker is found in about 2 s.
-const supervisorDropIn = `[Service]
-ExecStart=
-ExecStart=/usr/bin/lodis supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3
-`
-
 func TestMain(mm *testing.M) {
 	os.Exit(testenv.Main(mm, testenv.Suite{Machine: testenv.Options{Name: "lodis-sup-test"}}, setup))
 }
 
 func setup(ctx context.Context, mc *testenv.Machine) error {
 	m = mc
-	if err := m.WriteFile("/etc/systemd/system/lodis-supervisor.service.d/test.conf", []byte(supervisorDropIn), 0o644); err != nil {
+	if err := m.WriteFile(testenv.SupervisorDropIn, []byte(testenv.FastProbing), 0o644); err != nil {
 		return err
 	}
 	if _, err := m.Sh(ctx, "systemctl daemon-reload && systemctl enable --now lodis-supervisor.service"); err != nil {

@@ -33,7 +33,7 @@ const firstPort, nPorts = 18300, 10
 
 var (
 	m    *testenv.Machine
-	bins = map[string]string{} // name → path on the host
+	bins map[string]string // name → path on the host
 )
 
 func TestMain(tm *testing.M) {
@@ -59,7 +59,7 @@ func run(tm *testing.M) (int, error) {
 		return 1, err
 	}
 	defer os.RemoveAll(dir)
-	for name, spec := range map[string]testenv.Spec{
+	if bins, err = testenv.BuildAll(repo, dir, map[string]testenv.Spec{
 		"v2": {Version: "up-v2"}, "v3": {Version: "up-v3"}, "v4": {Version: "up-v4"}, "v5": {Version: "up-v5"},
 		"v6": {Version: "up-v6"}, "v7": {Version: "up-v7"}, "v8": {Version: "up-v8"},
 		"v9": {Version: "up-v9"}, "v10": {Version: "up-v10"},
@@ -69,10 +69,8 @@ func run(tm *testing.M) (int, error) {
 		"ignore-sigterm":     {Version: "up-ignore-sigterm", Fault: buildinfo.FaultIgnoreSIGTERM},
 		"unhealthy-after-1s": {Version: "up-unhealthy-after-1s", Fault: buildinfo.FaultUnhealthyAfter1s},
 		"arm64":              {Version: "up-arm64", GOARCH: "arm64"},
-	} {
-		if bins[name], err = testenv.Build(repo, dir, spec); err != nil {
-			return 1, err
-		}
+	}); err != nil {
+		return 1, err
 	}
 	return testenv.Main(tm, testenv.Suite{
 		Machine:      testenv.Options{Name: "lodis-upgrade-test"},
@@ -84,13 +82,12 @@ func run(tm *testing.M) (int, error) {
 func setup(ctx context.Context, mc *testenv.Machine) error {
 	m = mc
 	// A shorter canary soak keeps the suite lean; the default is 5 s.
-	if err := m.WriteFile("/etc/systemd/system/lodis-upgrade.service.d/test.conf",
-		[]byte("[Service]\nExecStart=\nExecStart=/usr/bin/lodis upgrade --canary-soak 2s\n"), 0o644); err != nil {
+	if err := m.WriteFile(testenv.UpgradeDropIn, []byte(testenv.ShortSoak), 0o644); err != nil {
 		return err
 	}
 	// Fast probing: a worker failing its probes would be restarted as hung
 	// within the canary soak, were the supervisor's remedies not held.
-	if err := m.WriteFile("/etc/systemd/system/lodis-supervisor.service.d/test.conf", []byte(supervisorDropIn), 0o644); err != nil {
+	if err := m.WriteFile(testenv.SupervisorDropIn, []byte(testenv.FastProbing), 0o644); err != nil {
 		return err
 	}
 	units := []string{"enable", "--now", "lodis-upgrade.path", "lodis-supervisor.service"}
@@ -108,11 +105,6 @@ func setup(ctx context.Context, mc *testenv.Machine) error {
 	}
 	return nil
 }
-
-const supervisorDropIn = `[Service]
-ExecStart=
-ExecStart=/usr/bin/lodis supervise --probe-interval 500ms --probe-timeout 400ms --probe-failures 3
-`
 
 // status is `lodis status --json` inside the machine.
 func status(ctx context.Context) (statusapi.Snapshot, error) {

@@ -252,17 +252,7 @@ func TestRolloutUnderLoadLosesNothing(t *testing.T) {
 	for i, p := range ports {
 		targets[i] = fmt.Sprintf("http://127.0.0.1:%d/", p)
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type outcome struct {
-		res *load.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		r, err := load.Run(lctx, load.Options{Targets: targets, Rate: 800, Conns: 20, Duration: 90 * time.Second})
-		done <- outcome{r, err}
-	}()
+	stopLoad := load.Background(ctx, load.Options{Targets: targets, Rate: 800, Conns: 20, Duration: 90 * time.Second})
 	time.Sleep(2 * time.Second)
 	runs := upgradeRuns(t)
 	dropAt := time.Now()
@@ -286,12 +276,11 @@ func TestRolloutUnderLoadLosesNothing(t *testing.T) {
 	awaitUpgrade(t, runs, 60*time.Second)
 	allAt := time.Now()
 	time.Sleep(time.Second)
-	cancel()
-	o := <-done
-	if o.res == nil {
-		t.Fatalf("load: %v", o.err)
+	res, lerr := stopLoad()
+	if res == nil {
+		t.Fatalf("load: %v", lerr)
 	}
-	ok, failed := o.res.OK, o.res.Failed
+	ok, failed := res.OK, res.Failed
 
 	want := sha(t, "v5")
 	for _, p := range ports {
@@ -306,7 +295,7 @@ func TestRolloutUnderLoadLosesNothing(t *testing.T) {
 	t.Logf("%d requests ok, %d failed; drop to all healthy %s (canary soak 2 s); roll-out %s",
 		ok, failed, allAt.Sub(dropAt).Round(time.Millisecond), ro.Finished.Sub(ro.Started).Round(time.Millisecond))
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed during the roll-out: %v", failed, ok+failed, o.res.Failures)
+		t.Errorf("%d of %d requests failed during the roll-out: %v", failed, ok+failed, res.Failures)
 	}
 	if ok < 4000 {
 		t.Errorf("only %d requests answered: the load did not run", ok)
