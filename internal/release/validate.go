@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -222,11 +221,6 @@ func printable(b []byte) string {
 	return s.String()
 }
 
-func firstLine(b []byte) string {
-	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return truncate(s, 120)
-}
-
 func lastLine(b []byte) string {
 	s := strings.TrimSpace(string(b))
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
@@ -240,13 +234,4 @@ func truncate(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
-}
-
-// exitDetail turns a run's failure into a short reason.
-func exitDetail(code int, out []byte) string {
-	d := "exited with status " + strconv.Itoa(code)
-	if l := lastLine(out); l != "" {
-		d += ": " + l
-	}
-	return d
 }

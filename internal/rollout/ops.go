@@ -18,7 +18,7 @@ import (
 
 // Systemd is the real Ops: lodis units through a systemd.Units connection —
 // the supervisor's own when the supervisor drives the roll-out (Service),
-// one dialled by DialSystemd when `lodis upgrade` drives it — and each
+// root's own when `lodis upgrade` drives it — and each
 // worker's health report, from the address its socket listens on.
 type Systemd struct {
 	// Conn returns the connection to act through now: the supervisor's
@@ -32,25 +32,6 @@ type Systemd struct {
 	Store *release.Store
 
 	health *health.Client
-	close  func()
-}
-
-// DialSystemd connects to the system manager for a caller that drives a
-// roll-out without the supervisor: as root on /run/systemd/private, else
-// through the system bus (polkit decides). The connection lives until Close.
-func DialSystemd() (*Systemd, error) {
-	b, err := systemd.DialUnits(systemd.BusOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("connect to systemd: %w", err)
-	}
-	return &Systemd{Conn: func(context.Context) (systemd.Units, error) { return b, nil }, close: b.Close}, nil
-}
-
-// Close closes the connection DialSystemd made; it does nothing otherwise.
-func (s *Systemd) Close() {
-	if s.close != nil {
-		s.close()
-	}
 }
 
 func (s *Systemd) units(ctx context.Context, patterns []string, states ...string) ([]string, error) {

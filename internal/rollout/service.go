@@ -343,15 +343,6 @@ func describe(st *State) string {
 	return fmt.Sprintf("%s (%s to %s, %s, %d of %d moved)", st.ID, st.Kind, label(st.ToVersion, st.To), st.Phase, len(st.Moved), len(st.Units))
 }
 
-// clone is a deep copy of st.
-func (st *State) clone() *State {
-	c := *st
-	c.Units = slices.Clone(st.Units)
-	c.Moved = slices.Clone(st.Moved)
-	c.Events = slices.Clone(st.Events)
-	return &c
-}
-
 func clip(s string) string {
 	if len(s) > 70 {
 		return s[:70] + "…"

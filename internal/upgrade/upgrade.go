@@ -132,8 +132,8 @@ func New(cfg Config, stderr io.Writer) (*Upgrader, error) {
 type Upgrader struct {
 	Config
 	Log *logrus.Logger
-	// Ops acts on systemd during roll-outs; default: root's own D-Bus
-	// connection (rollout.DialSystemd) on first use.
+	// Ops acts on systemd during roll-outs; default: rollout.Systemd over
+	// root's own D-Bus connection, dialled on first use.
 	Ops rollout.Ops
 	// Trial runs candidates; default: by Sandbox (systemd: SystemdTrial
 	// over root's D-Bus connection; none: DirectTrial).
