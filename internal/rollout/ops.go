@@ -134,17 +134,13 @@ var errOtherUnit = errors.New("answered by the other worker of the port")
 const acceptPoll = 2 * time.Millisecond
 
 // acceptedBy waits until a process accepts the connection local → remote
-// (at most the health timeout) and tells whether it is one of unit's:
-// errOtherUnit when it is not.
-func (s *Systemd) acceptedBy(ctx context.Context, u systemd.Units, unit string, local, remote net.Addr) error {
+// (at most the health timeout) and tells whether it is one of unit's
+// processes, pids: errOtherUnit when it is not.
+func (s *Systemd) acceptedBy(ctx context.Context, unit string, pids []int, local, remote net.Addr) error {
 	timeout := cmp.Or(s.health.Timeout, health.DefaultTimeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		pids, err := u.UnitPIDs(ctx, unit)
-		if err != nil {
-			return err
-		}
 		pid, err := sockets.Owner(local, remote, pids)
 		switch {
 		case errors.Is(err, sockets.ErrNoOwner) || (err == nil && pid == 0):
@@ -194,9 +190,13 @@ func (s *Systemd) Check(ctx context.Context, unit string) (Worker, error) {
 		// activates it).
 		h, _, err = s.health.Get(ctx, listen, port, s.App.HealthPath)
 	default:
+		pids, perr := u.UnitPIDs(ctx, unit)
+		if perr != nil {
+			return Worker{}, perr
+		}
 		for range checkTries {
 			h, _, err = s.health.GetHeld(ctx, listen, port, s.App.HealthPath, func(local, remote net.Addr) error {
-				return s.acceptedBy(ctx, u, unit, local, remote)
+				return s.acceptedBy(ctx, unit, pids, local, remote)
 			})
 			if !errors.Is(err, errOtherUnit) {
 				break
