@@ -26,6 +26,12 @@ type Drop struct {
 	Waited  time.Duration
 }
 
+// DefaultSettle is how long a drop must stay unchanged, once no process has
+// it open for writing, before Intake takes it: 250 ms. The kernel's answer on
+// writers (a read lease) is what guards against a half-written copy; the
+// settle time covers a writer that closes and opens the file again.
+const DefaultSettle = 250 * time.Millisecond
+
 // Intake takes drops out of an incoming directory.
 //
 // A drop is any file in incoming/ whose name does not start with "." (a
@@ -46,7 +52,8 @@ type Drop struct {
 type Intake struct {
 	// Dir is the incoming directory.
 	Dir string
-	// Settle is how long a complete drop must stay unchanged; default 1 s.
+	// Settle is how long a complete drop must stay unchanged; default
+	// DefaultSettle.
 	Settle time.Duration
 	// Poll is how often the drop is looked at; default 100 ms.
 	Poll time.Duration
@@ -106,7 +113,7 @@ func (in *Intake) Pending() bool {
 func (in *Intake) Next(ctx context.Context) (*Drop, error) {
 	settle, poll, maxWait := in.Settle, in.Poll, in.MaxWait
 	if settle <= 0 {
-		settle = time.Second
+		settle = DefaultSettle
 	}
 	if poll <= 0 {
 		poll = 100 * time.Millisecond

@@ -69,7 +69,7 @@ func (c *Config) Flags(fs *flag.FlagSet, rollback bool) {
 		fs.StringVar(&c.To, "to", "", "release to return to (sha256 or a unique prefix); default: the previous release")
 		return
 	}
-	fs.DurationVar(&c.Settle, "settle", DefaultSettle, "a drop must be closed by every writer and unchanged this long before it is taken")
+	fs.DurationVar(&c.Settle, "settle", release.DefaultSettle, "a drop must be closed by every writer and unchanged this long before it is taken")
 	fs.DurationVar(&c.MaxWait, "max-wait", 5*time.Minute, "reject a drop still being written after this long")
 	fs.Int64Var(&c.MaxSize, "max-size", 1<<30, "refuse a drop larger than this many bytes, unread")
 	fs.StringVar(&c.Sandbox, "sandbox", "systemd", "run the candidate's trial under: systemd (a transient socket-activated unit with the worker's sandbox) or none")
@@ -96,12 +96,6 @@ func (c *Config) Check() error {
 	}
 	return nil
 }
-
-// DefaultSettle is how long a drop must stay unchanged, once no process has
-// it open for writing, before it is taken: 250 ms. The kernel's answer on
-// writers (a read lease) is what guards against a half-written copy; the
-// settle time covers a writer that closes and opens the file again.
-const DefaultSettle = 250 * time.Millisecond
 
 // Outcome is what became of one drop.
 type Outcome string
