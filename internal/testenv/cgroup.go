@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // cgroups are the control groups of one machine: a group of its own in
@@ -24,26 +25,33 @@ type cgroups []string
 
 // newCgroups makes a group named name in every hierarchy this process is
 // in (cgroup v1 controllers but cpuset, name=systemd, the unified cgroup2
-// tree).
+// tree), as /proc/self/cgroup and /proc/self/mountinfo tell.
 func newCgroups(name string) (cgroups, error) {
-	mounts, err := cgroupMounts()
+	self, err := procfs.Self()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("machine cgroup: %w", err)
 	}
-	own, err := ownCgroups()
+	own, err := self.Cgroups()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("machine cgroup: %w", err)
+	}
+	mounts, err := self.MountInfo()
+	if err != nil {
+		return nil, fmt.Errorf("machine cgroup: %w", err)
 	}
 	var cg cgroups
-	for key, mnt := range mounts {
-		rel, ok := own[key]
-		if !ok || key == "cpuset" {
-			// cpuset: a new v1 group takes no process until its CPUs and
+	for _, c := range own {
+		if slices.Contains(c.Controllers, "cpuset") {
+			// A new v1 cpuset group takes no process until its CPUs and
 			// memory nodes are set, and systemd on v1 uses no cpuset.
 			continue
 		}
-		rel = strings.TrimPrefix(rel, mnt.root) // a mount of a subtree only
-		dir := filepath.Join(mnt.point, rel, name)
+		m := mountOf(c, mounts)
+		if m == nil {
+			continue
+		}
+		rel := strings.TrimPrefix(c.Path, m.Root) // a mount of a subtree only
+		dir := filepath.Join(m.MountPoint, rel, name)
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			cg.remove()
 			return nil, fmt.Errorf("machine cgroup: %w", err)
@@ -55,6 +63,29 @@ func newCgroups(name string) (cgroups, error) {
 	}
 	slices.Sort(cg)
 	return cg, nil
+}
+
+// mountOf is where hierarchy c is mounted: the cgroup2 mount for the unified
+// tree (ID 0), else the cgroup mount whose options name c's controllers.
+func mountOf(c procfs.Cgroup, mounts []*procfs.MountInfo) *procfs.MountInfo {
+	for _, m := range mounts {
+		switch {
+		case c.HierarchyID == 0 && m.FSType == "cgroup2":
+			return m
+		case c.HierarchyID != 0 && m.FSType == "cgroup" && len(c.Controllers) > 0:
+			all := true
+			for _, ctl := range c.Controllers {
+				k, v, _ := strings.Cut(ctl, "=") // name=systemd
+				if got, ok := m.SuperOptions[k]; !ok || got != v {
+					all = false
+				}
+			}
+			if all {
+				return m
+			}
+		}
+	}
+	return nil
 }
 
 // joinScript is a shell prelude that moves the shell into every group of cg
@@ -83,66 +114,4 @@ func (cg cgroups) remove() {
 			os.Remove(dirs[i])
 		}
 	}
-}
-
-// cgroupMount is where a hierarchy is mounted: point, showing its group root.
-type cgroupMount struct{ root, point string }
-
-// cgroupMounts maps each hierarchy's key in /proc/self/cgroup ("0" for the
-// unified one, else its controllers or name=) to where it is mounted.
-func cgroupMounts() (map[string]cgroupMount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("machine cgroup: %w", err)
-	}
-	defer f.Close()
-	mounts := map[string]cgroupMount{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ID parent major:minor root mountpoint opts [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(tail) < 3 {
-			continue
-		}
-		switch tail[0] {
-		case "cgroup2":
-			mounts["0"] = cgroupMount{fields[3], fields[4]}
-		case "cgroup":
-			var keys []string
-			for _, o := range strings.Split(tail[2], ",") {
-				if o != "rw" && o != "ro" && !strings.HasPrefix(o, "relatime") && o != "nosuid" && o != "nodev" && o != "noexec" && o != "clone_children" && !strings.HasPrefix(o, "release_agent=") && o != "xattr" {
-					keys = append(keys, o)
-				}
-			}
-			mounts[strings.Join(keys, ",")] = cgroupMount{fields[3], fields[4]}
-		}
-	}
-	return mounts, sc.Err()
-}
-
-// ownCgroups maps each hierarchy's key to this process's group in it, from
-// /proc/self/cgroup ("ID:controllers:path"; ID 0 with no controllers is the
-// unified tree).
-func ownCgroups() (map[string]string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, fmt.Errorf("machine cgroup: %w", err)
-	}
-	own := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		key := parts[1]
-		if parts[0] == "0" && key == "" {
-			key = "0"
-		}
-		own[key] = parts[2]
-	}
-	return own, nil
 }
