@@ -101,3 +101,33 @@ func (m *Machine) printJournal(units []string) {
 	out, err := m.Output(ctx, args...)
 	fmt.Fprintf(os.Stderr, "--- journal of %s (last %d lines) ---\n%s\n%v\n", what, JournalLines, out, err)
 }
+
+// Exit is a test package's TestMain for packages that prepare more than
+// Main does: it runs run, prints its error after name on stderr (exit code
+// 1), and exits with run's code.
+//
+//	func TestMain(tm *testing.M) { testenv.Exit("test/x", func() (int, error) { return run(tm) }) }
+func Exit(name string, run func() (int, error)) {
+	code, err := run()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// Workspace is what a test package needs before it builds anything: Check
+// passed, the lodis source tree (RepoRoot) and a new temporary directory
+// named after prefix, which the caller removes.
+func Workspace(prefix string) (repo, dir string, err error) {
+	if err := Check(); err != nil {
+		return "", "", err
+	}
+	if repo, err = RepoRoot(); err != nil {
+		return "", "", err
+	}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", "", fmt.Errorf("test workspace: %w", err)
+	}
+	return repo, dir, nil
+}

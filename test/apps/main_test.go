@@ -36,24 +36,13 @@ var (
 const helloVersion = "hello-1.0"
 
 func TestMain(tm *testing.M) {
-	code, err := run(tm)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/apps:", err)
-		code = 1
-	}
-	os.Exit(code)
+	testenv.Exit("test/apps", func() (int, error) { return run(tm) })
 }
 
 func run(tm *testing.M) (int, error) {
-	if err := testenv.Check(); err != nil {
-		return 1, err
-	}
+	var dir string
 	var err error
-	if repo, err = testenv.RepoRoot(); err != nil {
-		return 1, err
-	}
-	dir, err := os.MkdirTemp("", "lodis-apps-")
-	if err != nil {
+	if repo, dir, err = testenv.Workspace("lodis-apps-"); err != nil {
 		return 1, err
 	}
 	defer os.RemoveAll(dir)

@@ -63,10 +63,7 @@ func setUp(ctx context.Context) (*fleet, error) {
 	}
 	f := &fleet{logf: func(format string, a ...any) { fmt.Fprintf(os.Stderr, "test/fleet: "+format+"\n", a...) }}
 	var err error
-	if f.repo, err = testenv.RepoRoot(); err != nil {
-		return nil, err
-	}
-	if f.dir, err = os.MkdirTemp("", "lodis-fleet-"); err != nil {
+	if f.repo, f.dir, err = testenv.Workspace("lodis-fleet-"); err != nil {
 		return nil, err
 	}
 	removeLeftovers(f.logf)

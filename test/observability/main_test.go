@@ -47,29 +47,18 @@ var (
 )
 
 func TestMain(tm *testing.M) {
-	code, err := run(tm)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/observability:", err)
-		code = 1
-	}
-	os.Exit(code)
+	testenv.Exit("test/observability", func() (int, error) { return run(tm) })
 }
 
 func run(tm *testing.M) (int, error) {
-	if err := testenv.Check(); err != nil {
-		return 1, err
-	}
 	for _, tool := range []string{"prometheus", "promtool", "chromium", "chromedriver"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return 1, fmt.Errorf("%s not found: run test/deps.sh (Debian: prometheus, chromium, chromium-driver)", tool)
 		}
 	}
+	var dir string
 	var err error
-	if repo, err = testenv.RepoRoot(); err != nil {
-		return 1, err
-	}
-	dir, err := os.MkdirTemp("", "lodis-obs-")
-	if err != nil {
+	if repo, dir, err = testenv.Workspace("lodis-obs-"); err != nil {
 		return 1, err
 	}
 	defer os.RemoveAll(dir)

@@ -47,24 +47,12 @@ func TestMain(tm *testing.M) {
 	if os.Getenv(netnsEnv) == "" {
 		os.Exit(inNetns())
 	}
-	code, err := run(tm)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/security:", err)
-		code = 1
-	}
-	os.Exit(code)
+	testenv.Exit("test/security", func() (int, error) { return run(tm) })
 }
 
 // run builds the binaries the tests drop, then boots the machine.
 func run(tm *testing.M) (int, error) {
-	if err := testenv.Check(); err != nil {
-		return 1, err
-	}
-	repo, err := testenv.RepoRoot()
-	if err != nil {
-		return 1, err
-	}
-	dir, err := os.MkdirTemp("", "lodis-security-bins-")
+	repo, dir, err := testenv.Workspace("lodis-security-bins-")
 	if err != nil {
 		return 1, err
 	}

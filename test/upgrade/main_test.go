@@ -37,24 +37,12 @@ var (
 )
 
 func TestMain(tm *testing.M) {
-	code, err := run(tm)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/upgrade:", err)
-		code = 1
-	}
-	os.Exit(code)
+	testenv.Exit("test/upgrade", func() (int, error) { return run(tm) })
 }
 
 // run builds the binaries the tests drop, then boots the machine.
 func run(tm *testing.M) (int, error) {
-	if err := testenv.Check(); err != nil {
-		return 1, err
-	}
-	repo, err := testenv.RepoRoot()
-	if err != nil {
-		return 1, err
-	}
-	dir, err := os.MkdirTemp("", "lodis-upgrade-bins-")
+	repo, dir, err := testenv.Workspace("lodis-upgrade-bins-")
 	if err != nil {
 		return 1, err
 	}
