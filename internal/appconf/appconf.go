@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lodis/lodis/app"
 )
 
 // Path is where the app is described.
@@ -37,7 +39,7 @@ const (
 
 // Defaults of the settings a file leaves out.
 const (
-	DefaultHealthPath    = "/__/health"
+	DefaultHealthPath    = app.DefaultHealthPath
 	DefaultHealthTimeout = 2 * time.Second
 	DefaultStopTimeout   = 15 * time.Second
 )
