@@ -160,8 +160,11 @@ Upgrade it: build another version and drop it in (validated, then rolled out por
 the same binary dropped again is a logged no-op):
   make -B build VERSION=demo-2 && cp bin/lodis %s/var/lib/lodis/incoming/lodis
   nsenter -t %d -a lodis releases
+Or run your own app instead of lodis serve, e.g. examples/hello (see docs/apps.md):
+  CGO_ENABLED=0 go build -ldflags "-X main.version=1.0.0" -o bin/hello ./examples/hello
+  cp bin/hello %s/root/hello && nsenter -t %d -a lodis drop --wait /root/hello
 Stop it with Ctrl-C here, or 'make demo-stop' from another shell.
-`, ports[0], m.Leader, m.Leader, m.Leader, m.Root, m.Leader)
+`, ports[0], m.Leader, m.Leader, m.Leader, m.Root, m.Leader, m.Root, m.Leader)
 	<-ctx.Done()
 	return nil
 }
