@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/lodis/lodis/internal/appconf"
 	"github.com/lodis/lodis/internal/buildinfo"
 	"github.com/lodis/lodis/internal/release"
 	"github.com/lodis/lodis/internal/rollout"
@@ -132,14 +134,35 @@ func TestUpgradeOutcomes(t *testing.T) {
 	}
 }
 
+// gatedTrial is DirectTrial whose first run waits for gate: the test decides
+// what lands while the first candidate is being validated.
+type gatedTrial struct {
+	gate  chan struct{}
+	first sync.Once
+}
+
+func (g *gatedTrial) Run(ctx context.Context, binary string, app appconf.Config, timeout time.Duration) (release.TrialResult, error) {
+	g.first.Do(func() {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+		}
+	})
+	return release.DirectTrial{}.Run(ctx, binary, app, timeout)
+}
+
 // TestNewestDropWins: a drop that arrives while another is validated
 // supersedes it; only the newest is rolled out.
 func TestNewestDropWins(t *testing.T) {
 	u, root := newUpgrader(t)
+	g := &gatedTrial{gate: make(chan struct{})}
+	u.Trial = g
 	drop(t, root, bins.v2)
 	go func() {
-		// Lands while u2 is taken and validated.
-		for {
+		// Lands while u2 is taken and validated: u2's trial waits for it.
+		defer close(g.gate)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
 			if _, err := os.Stat(filepath.Join(root, "incoming", "lodis")); err != nil {
 				break
 			}
