@@ -202,7 +202,9 @@ func TestServiceRelaysRootsRollout(t *testing.T) {
 	store := NewStore(release.NewStore(r.root))
 	st := NewState(KindUpgrade, oldR, newR, time.Now())
 	w := newWorld(oldR, units(8080))
-	time.Sleep(50 * time.Millisecond) // the service has read rollout.json once
+	// The service has read rollout.json once (it reads the release store
+	// right after): the roll-out below is new to it, its steps relayed.
+	r.waitLines(t, "the service's first read", `lodis_release_info{sha256="`+oldR+`",state="active",version=""} 1`)
 	run := &Runner{Ops: w, Releases: w, Persist: store,
 		CanarySoak: 20 * time.Millisecond, ProbeInterval: time.Millisecond}
 	if err := run.Run(context.Background(), st); err != nil {
